@@ -1,0 +1,217 @@
+"""Reading official SAM checkpoints, plugin files, and `load_model`."""
+
+import hashlib
+import io
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+from segment_anything import sam_model_registry
+from segment_anything.modeling import Sam
+
+from .modeling import PluginConfig, StableSam
+
+PathLike = Union[str, os.PathLike]
+MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
+ENCODER_WIDTH = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
+PLUGIN_FORMAT = "stablesam-plugin"
+PLUGIN_FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or plugin file that cannot be used, with the reason."""
+
+
+def read_weights(path: PathLike, device: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+    """torch.load with weights_only=True and map_location=device, errors made readable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file not found: {path}")
+    try:
+        obj = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path}: refused by torch.load(weights_only=True): it holds objects other than "
+            f"tensors and plain containers ({str(e).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt file?): {first}"
+        ) from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
+    return obj
+
+
+def sam_state_dict(obj: Dict[str, Any], path: PathLike) -> Dict[str, torch.Tensor]:
+    """The SAM state dict inside a checkpoint (Meta's files are the state dict itself)."""
+    if not any(k.startswith("mask_decoder.") for k in obj):
+        for key in ("model", "state_dict"):  # common wrappers of fine-tuned checkpoints
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: not a SAM state dict (non-tensor entries such as {bad[:3]})")
+    return obj
+
+
+def describe_mismatch(model: Sam, state: Dict[str, torch.Tensor], model_type: str, path: PathLike) -> Optional[str]:
+    """A readable account of why `state` does not fit `model`, or None if it fits."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state and state[k].shape != v.shape
+    ]
+    if not (missing or unexpected or shapes):
+        return None
+    lines = [f"{path} does not fit a SAM {model_type}:"]
+    width = state.get("image_encoder.patch_embed.proj.weight")
+    if width is not None and ENCODER_WIDTH.get(width.shape[0], model_type) != model_type:
+        lines.append(
+            f"  it looks like a {ENCODER_WIDTH[width.shape[0]]} checkpoint "
+            f"(image encoder width {width.shape[0]}); pass that model type instead"
+        )
+    if not any(k.startswith("mask_decoder.") for k in state):
+        lines.append("  it has no mask_decoder.* weights: not a SAM checkpoint")
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+            lines.append(f"  {len(items)} {title}: {', '.join(items[:5])}{more}")
+    return "\n".join(lines)
+
+
+def load_official_sam(path: PathLike, model_type: str, device: Union[str, torch.device] = "cpu") -> Sam:
+    """A Sam built by Meta's builder for `model_type` with the official `.pth` at `path`."""
+    if model_type not in MODEL_TYPES:
+        raise CheckpointError(f"unknown model type {model_type!r}; accepted: {', '.join(MODEL_TYPES)}")
+    state = sam_state_dict(read_weights(path, device), path)
+    sam = sam_model_registry[model_type]()
+    problem = describe_mismatch(sam, state, model_type, path)
+    if problem:
+        raise CheckpointError(problem)
+    sam.load_state_dict(state)
+    return sam.to(device).eval()
+
+
+def base_fingerprint(sam: Sam) -> str:
+    """A short hash identifying a SAM's weights.
+
+    The prompt encoder and mask decoder are hashed in full; the (possibly 600 M-parameter)
+    image encoder by names, shapes and an evenly spaced sample of each tensor's values.
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(sam.state_dict().items()):
+        t = tensor.detach().to("cpu", torch.float32).flatten()
+        if name.startswith("image_encoder.") and t.numel() > 4096:
+            t = t[:: t.numel() // 4096]
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(t.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def atomic_torch_save(obj: Any, path: PathLike) -> None:
+    """torch.save to a temporary file in the same folder, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_plugin(model: StableSam, path: PathLike, base_name: str, meta: Optional[Dict[str, Any]] = None) -> None:
+    """Write the plugin weights, their config and the base model's identity (a few hundred kB)."""
+    atomic_torch_save(
+        {
+            "format": PLUGIN_FORMAT,
+            "format_version": PLUGIN_FORMAT_VERSION,
+            "config": model.config.to_dict(),
+            "state_dict": model.plugin_state_dict(),
+            "base": {"name": base_name, "fingerprint": base_fingerprint(model.sam)},
+            "meta": dict(meta or {}),
+        },
+        path,
+    )
+
+
+def read_plugin(path: PathLike) -> Dict[str, Any]:
+    """Read and validate a plugin file; returns its dict (config, state_dict, base, meta)."""
+    obj = read_weights(path, "cpu")
+    if obj.get("format") != PLUGIN_FORMAT:
+        raise CheckpointError(f"{path}: not a stablesam plugin file (no '{PLUGIN_FORMAT}' marker)")
+    if obj.get("format_version", 0) > PLUGIN_FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: plugin format version {obj['format_version']} is newer than this stablesam "
+            f"understands ({PLUGIN_FORMAT_VERSION}); upgrade stablesam"
+        )
+    try:
+        obj["config"] = PluginConfig.from_dict(obj["config"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad plugin config: {e}") from None
+    return obj
+
+
+def attach_plugin(sam: Sam, path: PathLike, force: bool = False) -> StableSam:
+    """Wrap `sam` in a StableSam carrying the plugin weights from `path`.
+
+    Refuses a plugin trained for other base weights unless force=True.
+    """
+    plugin = read_plugin(path)
+    base = plugin.get("base", {})
+    fingerprint = base_fingerprint(sam)
+    if not force and base.get("fingerprint") != fingerprint:
+        raise CheckpointError(
+            f"{path} was trained for base model {base.get('name', '?')!r} (fingerprint "
+            f"{base.get('fingerprint')}), but this SAM's weights have fingerprint {fingerprint}; "
+            "plugins only help the SAM they were trained on. Use force=True (CLI: --force) to load anyway."
+        )
+    model = StableSam(sam, plugin["config"])
+    try:
+        model.load_plugin_state_dict(plugin["state_dict"])
+    except (ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: {e}") from None
+    return model.to(sam.device)
+
+
+def load_model(
+    checkpoint: Optional[PathLike] = None,
+    model_type: Optional[str] = None,
+    plugin: Optional[PathLike] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    force: bool = False,
+) -> StableSam:
+    """Build a StableSam.
+
+    With an official checkpoint and `model_type` (vit_b, vit_l, vit_h): that SAM, with the
+    plugin file if given, else with `plugins_enabled = False` (plain SAM). With no checkpoint:
+    the embedded tiny model (its Stable-SAM plugin unless `plugin` names another file).
+    """
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if checkpoint is None:
+        from .embedded import load_embedded_sam
+
+        sam, default_plugin = load_embedded_sam(device)
+        plugin = plugin if plugin is not None else default_plugin
+    else:
+        if model_type is None:
+            raise CheckpointError(f"model_type is needed with a checkpoint; accepted: {', '.join(MODEL_TYPES)}")
+        sam = load_official_sam(checkpoint, model_type, device)
+    if plugin is None:
+        model = StableSam(sam).to(device)
+        model.plugins_enabled = False
+        return model
+    return attach_plugin(sam, plugin, force=force)

@@ -1,0 +1,347 @@
+"""Datasets of objects (image + one binary mask) for training and evaluation.
+
+Validation happens in two steps:
+- construction: pairing of files, image and mask headers (PIL reads only the header: format,
+  size, mode) and, for instance masks, the mask ids. Bad pairs are dropped then, so `len()`
+  and `.objects` hold only objects that passed these cheap checks.
+- access: full decode of image and mask, size check, empty-mask check.
+A problem is reported by file name: with strict=False as a `DataWarning` (the object is
+skipped; iteration never raises for a bad file), with strict=True as a `DataError`.
+A root that is not a dataset at all, or holds no usable object, is always a `DataError`.
+"""
+
+import contextlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Union
+
+import numpy as np
+from PIL import Image
+
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+MASK_MODES = ("auto", "threshold", "nonzero", "instances")
+PathLike = Union[str, Path]
+
+
+class DataError(ValueError):
+    """A dataset file or layout that cannot be used."""
+
+
+class DataWarning(UserWarning):
+    """A bad file or object that was skipped (strict=False)."""
+
+
+@dataclass
+class Sample:
+    """One object: image (H, W, 3) uint8 RGB, mask (H, W) bool, ignore (H, W) bool or None."""
+
+    dataset: str
+    name: str
+    image_path: Path
+    image: np.ndarray
+    mask: np.ndarray
+    ignore: Optional[np.ndarray] = None
+
+
+@dataclass(frozen=True)
+class ObjectRef:
+    """Lightweight id of one object; `instance` is a mask id (folders) or annotation id (COCO)."""
+
+    name: str
+    image_path: Path
+    mask_path: Optional[Path] = None
+    instance: Optional[int] = None
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """(H, W, 3) uint8 RGB; raises DataError naming the file if it cannot be decoded."""
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:  # PIL raises many types for corrupt/truncated files
+        raise DataError(f"cannot read image {path}: {e}") from e
+
+
+def read_mask(path: PathLike) -> tuple[np.ndarray, str]:
+    """(H, W) array of mask values and the PIL mode; raises DataError naming the file."""
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            m = np.array(im)
+    except Exception as e:
+        raise DataError(f"cannot read mask {path}: {e}") from e
+    if m.dtype == bool:  # mode "1"
+        m = m.astype(np.uint8) * 255
+    if m.ndim != 2:
+        raise DataError(f"mask {path} must be single-channel (grey or palette), got shape {m.shape}")
+    return m, mode
+
+
+def _header(path: Path, what: str) -> tuple[tuple[int, int], str]:
+    """((H, W), mode) from the file header only."""
+    try:
+        with Image.open(path) as im:
+            return (im.height, im.width), im.mode
+    except Exception as e:
+        raise DataError(f"cannot read {what} {path}: {e}") from e
+
+
+class _Dataset:
+    """Common part: a list of ObjectRef, lazy loading, warn-or-raise on bad objects."""
+
+    name: str
+    objects: list[ObjectRef]
+    strict: bool
+
+    def _read(self, ref: ObjectRef) -> Sample:
+        raise NotImplementedError
+
+    def _bad(self, message: str) -> None:
+        if self.strict:
+            raise DataError(message)
+        warnings.warn(f"{message}; skipped", DataWarning, stacklevel=3)
+
+    def __len__(self) -> int:
+        return len(self.objects)
+
+    def __getitem__(self, i: int) -> Sample:
+        """Load object i; a bad object raises DataError whatever `strict` is."""
+        return self._read(self.objects[i])
+
+    def load(self, i: int) -> Optional[Sample]:
+        """Load object i; a bad object raises DataError (strict) or warns and gives None."""
+        try:
+            return self._read(self.objects[i])
+        except DataError as e:
+            self._bad(str(e))
+            return None
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self.objects)):
+            sample = self.load(i)
+            if sample is not None:
+                yield sample
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, objects={len(self.objects)})"
+
+
+class FolderDataset(_Dataset):
+    """`root/images/<stem>.<ext>` paired with `root/masks/<stem>.png`.
+
+    mask_mode: "threshold" (m > threshold), "nonzero" (all ids > 0 form one object),
+    "instances" (one object per id > 0, named "stem#id"), "auto" (palette PNG -> "nonzero"
+    with 255 as ignore unless ignore_value is given; otherwise "threshold"). Pixels equal to
+    ignore_value are never foreground and are returned as `Sample.ignore`.
+    stems: optional iterable restricting the stems used (e.g. a committed split).
+    """
+
+    def __init__(
+        self,
+        root: PathLike,
+        mask_mode: str = "auto",
+        threshold: int = 127,
+        ignore_value: Optional[int] = None,
+        stems: Optional[Iterable[str]] = None,
+        strict: bool = False,
+    ) -> None:
+        if mask_mode not in MASK_MODES:
+            raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
+        self.root = Path(root)
+        self.mask_mode, self.threshold, self.ignore_value = mask_mode, threshold, ignore_value
+        self.strict = strict
+        self.name = self.root.resolve().name
+        image_dir, mask_dir = self.root / "images", self.root / "masks"
+        if not image_dir.is_dir() or not mask_dir.is_dir():
+            raise DataError(f"{self.root} is not a dataset folder: expected sub-folders images/ and masks/")
+        self._modes: dict[Path, tuple[str, Optional[int]]] = {}  # mask -> (mode, ignore value)
+        self.objects = []
+        for stem, image_path, mask_path in self._pairs(image_dir, mask_dir, stems):
+            self.objects.extend(self._scan(stem, image_path, mask_path))
+        if not self.objects:
+            raise DataError(f"no usable image/mask pairs in {self.root}")
+
+    def _pairs(
+        self, image_dir: Path, mask_dir: Path, stems: Optional[Iterable[str]]
+    ) -> list[tuple[str, Path, Path]]:
+        wanted = None if stems is None else set(stems)
+        images: dict[str, list[Path]] = {}
+        for p in image_dir.iterdir():
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS:
+                if wanted is None or p.stem in wanted:
+                    images.setdefault(p.stem, []).append(p)
+        masks = {
+            p.stem: p
+            for p in mask_dir.iterdir()
+            if p.is_file()
+            and not p.name.startswith(".")
+            and p.suffix.lower() == ".png"
+            and (wanted is None or p.stem in wanted)
+        }
+        pairs = []
+        for stem in sorted(images.keys() | masks.keys()):
+            found = images.get(stem, [])
+            if len(found) > 1:
+                self._bad(f"several images for stem {stem!r}: {', '.join(sorted(p.name for p in found))}")
+            elif not found:
+                self._bad(f"mask {masks[stem]} has no image in {image_dir}")
+            elif stem not in masks:
+                self._bad(f"image {found[0]} has no mask {mask_dir / (stem + '.png')}")
+            else:
+                pairs.append((stem, found[0], masks[stem]))
+        for stem in sorted((wanted or set()) - images.keys() - masks.keys()):
+            self._bad(f"stem {stem!r} requested but neither image nor mask found in {self.root}")
+        return pairs
+
+    def _scan(self, stem: str, image_path: Path, mask_path: Path) -> list[ObjectRef]:
+        try:
+            image_size, _ = _header(image_path, "image")
+            mask_size, mode = _header(mask_path, "mask")
+            if image_size != mask_size:
+                raise DataError(
+                    f"mask {mask_path} has size {mask_size[1]}x{mask_size[0]} but image "
+                    f"{image_path} has {image_size[1]}x{image_size[0]} (W x H)"
+                )
+            resolved, ignore_value = self.mask_mode, self.ignore_value
+            if resolved == "auto":
+                resolved = "nonzero" if mode == "P" else "threshold"
+                if mode == "P" and ignore_value is None:
+                    ignore_value = 255
+            self._modes[mask_path] = resolved, ignore_value
+            if resolved != "instances":
+                return [ObjectRef(stem, image_path, mask_path)]
+            m, _ = read_mask(mask_path)
+            ids = [int(i) for i in np.unique(m) if i > 0 and i != self.ignore_value]
+            if not ids:
+                raise DataError(f"mask {mask_path} holds no instance id > 0")
+            return [ObjectRef(f"{stem}#{i}", image_path, mask_path, i) for i in ids]
+        except DataError as e:
+            self._bad(str(e))
+            return []
+
+    def _read(self, ref: ObjectRef) -> Sample:
+        assert ref.mask_path is not None
+        m, _ = read_mask(ref.mask_path)
+        image = read_image(ref.image_path)
+        if image.shape[:2] != m.shape:
+            raise DataError(
+                f"mask {ref.mask_path} has size {m.shape[1]}x{m.shape[0]} but image "
+                f"{ref.image_path} has {image.shape[1]}x{image.shape[0]} (W x H)"
+            )
+        mode, ignore_value = self._modes[ref.mask_path]
+        ignore = None if ignore_value is None else m == ignore_value
+        if mode == "threshold":
+            mask = m > self.threshold
+        elif mode == "nonzero":
+            mask = m > 0
+        else:
+            mask = m == ref.instance
+        if ignore is not None:
+            mask &= ~ignore
+            if not ignore.any():
+                ignore = None
+        if not mask.any():
+            raise DataError(f"mask {ref.mask_path} is empty for object {ref.name!r} ({mode} mode)")
+        return Sample(self.name, ref.name, ref.image_path, image, mask, ignore)
+
+
+class CocoDataset(_Dataset):
+    """One object per COCO annotation (polygon or RLE), named "<image stem>#<annotation id>".
+
+    Crowd annotations are skipped unless include_crowd. min_area: keep annotations whose
+    `area` field (or, if absent, decoded pixel area) is >= min_area.
+    """
+
+    def __init__(
+        self,
+        annotation_json: PathLike,
+        image_dir: PathLike,
+        min_area: float = 0.0,
+        strict: bool = False,
+        include_crowd: bool = False,
+    ) -> None:
+        from pycocotools.coco import COCO
+
+        self.annotation_json, self.image_dir = Path(annotation_json), Path(image_dir)
+        self.strict = strict
+        self.name = self.annotation_json.stem
+        if not self.image_dir.is_dir():
+            raise DataError(f"COCO image folder {self.image_dir} does not exist")
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # COCO() prints progress
+                self.coco = COCO(str(self.annotation_json))
+        except Exception as e:
+            raise DataError(f"cannot read COCO annotations {self.annotation_json}: {e}") from e
+        self.objects = []
+        for ann in self.coco.dataset.get("annotations", []):
+            ref = self._scan(ann, min_area, include_crowd)
+            if ref is not None:
+                self.objects.append(ref)
+        if not self.objects:
+            raise DataError(f"no usable annotations in {self.annotation_json}")
+
+    def _scan(self, ann: dict, min_area: float, include_crowd: bool) -> Optional[ObjectRef]:
+        if ann.get("iscrowd", 0) and not include_crowd:
+            return None
+        try:
+            img = self.coco.imgs.get(ann.get("image_id"))
+            if img is None:
+                raise DataError(f"annotation {ann.get('id')} refers to unknown image id {ann.get('image_id')}")
+            path = self.image_dir / img["file_name"]
+            name = f"{Path(img['file_name']).stem}#{ann['id']}"
+            if "segmentation" not in ann:
+                raise DataError(f"annotation {name} in {self.annotation_json} has no segmentation")
+            area = ann.get("area")
+            if area is None:
+                from pycocotools import mask as mask_utils
+
+                area = float(mask_utils.area(self.coco.annToRLE(ann)))
+            if area < min_area:
+                return None
+            if not path.is_file():
+                raise DataError(f"image {path} of annotation {name} not found")
+            return ObjectRef(name, path, None, int(ann["id"]))
+        except DataError as e:
+            self._bad(str(e))
+        except Exception as e:  # malformed entry (missing key, bad polygon, ...)
+            self._bad(f"bad annotation {ann.get('id')} in {self.annotation_json}: {e!r}")
+        return None
+
+    def _read(self, ref: ObjectRef) -> Sample:
+        ann = self.coco.anns[ref.instance]
+        img = self.coco.imgs[ann["image_id"]]
+        image = read_image(ref.image_path)
+        if image.shape[:2] != (img["height"], img["width"]):
+            raise DataError(
+                f"image {ref.image_path} has size {image.shape[1]}x{image.shape[0]} but "
+                f"{self.annotation_json} says {img['width']}x{img['height']} (W x H)"
+            )
+        try:
+            mask = self.coco.annToMask(ann).astype(bool)
+        except Exception as e:
+            raise DataError(f"cannot decode annotation {ref.name} in {self.annotation_json}: {e!r}") from e
+        if not mask.any():
+            raise DataError(f"annotation {ref.name} in {self.annotation_json} decodes to an empty mask")
+        return Sample(self.name, ref.name, ref.image_path, image, mask, None)
+
+
+def open_dataset(path: PathLike, **options) -> Union[FolderDataset, CocoDataset]:
+    """A folder with images/ and masks/ -> FolderDataset; a COCO .json -> CocoDataset.
+
+    For a .json, `image_dir` defaults to the folder `images` next to the JSON if it exists,
+    else the JSON's own folder. Other options go to the dataset class.
+    """
+    path = Path(path)
+    if path.is_dir() and (path / "images").is_dir() and (path / "masks").is_dir():
+        return FolderDataset(path, **options)
+    if path.is_file() and path.suffix.lower() == ".json":
+        image_dir = options.pop("image_dir", None)
+        if image_dir is None:
+            image_dir = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
+        return CocoDataset(path, image_dir, **options)
+    raise DataError(
+        f"cannot open dataset {path}: expected a folder with images/<stem>.<ext> and "
+        "masks/<stem>.png, or a COCO annotation .json file"
+    )

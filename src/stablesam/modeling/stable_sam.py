@@ -1,0 +1,218 @@
+"""StableSam: a frozen `segment_anything` Sam with the DSP and DRP plugged into its decoder."""
+
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import torch
+from segment_anything.modeling import Sam, TwoWayTransformer
+from torch import nn
+
+from .deformable_sampling import DeformableSamplingPlugin
+from .dynamic_routing import DynamicRoutingPlugin
+from .plugin_config import PluginConfig
+
+CHUNK_ELEMENTS = 1 << 20  # inference works on ~4 MB of float32 features at a time
+
+
+class StableSam(nn.Module):
+    """Wraps a Sam without copying or editing its code.
+
+    Three forward hooks on the Sam's own mask decoder do the work, and only while this wrapper
+    is engaged (inside `engaged()`, which `forward`, `decode` and `StableSamPredictor` use):
+      - a pre-hook on the two-way transformer keeps the image PE and the grid size;
+      - a hook on decoder layer 2's `norm1` keeps the output token t_o after self-attention;
+      - a pre-hook on layer 2's token-to-image attention swaps its keys/values for
+        α1·x*_{p+Δp} + α2·x_p.
+    Layer 2's image-to-token attention still sees the regular x_p. Outside `engaged()` the Sam
+    computes exactly what it computed before wrapping (a plain `SamPredictor(sam)` included).
+    """
+
+    def __init__(self, sam: Sam, config: Optional[PluginConfig] = None):
+        super().__init__()
+        check_decoder(sam)
+        self.config = config or PluginConfig()
+        if self.config.embed_dim != sam.mask_decoder.transformer_dim:
+            raise ValueError(
+                f"plugin embed_dim {self.config.embed_dim} does not match the SAM decoder width "
+                f"{sam.mask_decoder.transformer_dim}"
+            )
+        self.sam = sam
+        self.sam.requires_grad_(False)
+        c = self.config
+        self.dsp = DeformableSamplingPlugin(c.embed_dim, c.kernel_size, c.offset_range)
+        self.drp = DynamicRoutingPlugin(c.embed_dim, c.routing_hidden)
+        self.plugins_enabled = True
+        self.last_alpha: Optional[torch.Tensor] = None  # (B, 2) of the last engaged call
+        self.last_offsets: Optional[torch.Tensor] = None  # (B, h, w, 2), grid cells
+        self._engaged = 0
+        self._state: Dict[str, Any] = {}
+        self._hooks = self._install_hooks()
+
+    # ----------------------------------------------------------------- hooks
+    def _install_hooks(self) -> List[Any]:
+        transformer = self.sam.mask_decoder.transformer
+        layer2 = transformer.layers[1]
+        return [
+            transformer.register_forward_pre_hook(self._keep_grid),
+            layer2.norm1.register_forward_hook(self._keep_token),
+            layer2.cross_attn_token_to_image.register_forward_pre_hook(
+                self._swap_keys, with_kwargs=True
+            ),
+        ]
+
+    def remove_hooks(self) -> None:
+        """Detach from the Sam for good (the wrapper stops working)."""
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+
+    @property
+    def active(self) -> bool:
+        return self.plugins_enabled and self._engaged > 0
+
+    def _keep_grid(self, module: nn.Module, args: Tuple) -> None:
+        if not self.active:
+            return
+        image_embedding, image_pe = args[0], args[1]
+        h, w = image_embedding.shape[-2:]
+        # The transformer flattens the PE the same way, so this is bit-identical to its key_pe.
+        self._state = {"hw": (h, w), "pe": image_pe.flatten(2).permute(0, 2, 1)}
+
+    def _keep_token(self, module: nn.Module, args: Tuple, output: torch.Tensor) -> None:
+        if not self.active:
+            return
+        n_out = 1 + self.sam.mask_decoder.num_mask_tokens  # IoU token + mask tokens
+        if self.config.routing_token == "iou":
+            token = output[:, 0]
+        elif self.config.routing_token == "mask":
+            token = output[:, 1]
+        else:
+            token = output[:, :n_out].mean(dim=1)
+        self._state["token"] = token
+
+    def _swap_keys(self, module: nn.Module, args: Tuple, kwargs: Dict) -> Optional[Tuple]:
+        if not self.active:
+            return None
+        h, w = self._state["hw"]
+        pe, x = self._state["pe"], kwargs["v"]  # x = x_p, (B, h*w, C)
+        if self.config.use_routing:
+            alpha = self.drp(self._state["token"])
+        else:
+            alpha = x.new_full((x.shape[0], 2), 0.5)
+        a1 = alpha[:, :1, None]
+        if torch.is_grad_enabled():
+            deformed, offsets = self.dsp(x, h, w)
+            mixed = torch.lerp(x, deformed, a1)  # α1·x* + α2·x with α2 = 1 - α1
+            if self.config.sampled_pe:
+                pe = torch.lerp(pe, self.dsp.sample(pe, offsets, h, w), a1)
+            k, v = mixed + pe, mixed
+        else:
+            k, v, offsets = self._mix_in_chunks(x, pe, a1, kwargs["k"], h, w)
+        self.last_alpha, self.last_offsets = alpha.detach(), offsets.detach()
+        return args, {**kwargs, "k": k, "v": v}
+
+    def _mix_in_chunks(self, x, pe, a1, k_out, h, w):
+        """The same computation for inference, a few prompts at a time.
+
+        Each chunk's intermediates (about 4 MB) stay cached by the allocator and the CPU,
+        where whole-batch intermediates (B x 4 MB each) cost fresh pages on every call; the
+        block's own k is not used after this call, so it is overwritten in place.
+        """
+        b, n, c = x.shape
+        v_out = torch.empty_like(x)
+        offsets = x.new_empty(b, h, w, 2)
+        step = max(1, CHUNK_ELEMENTS // (n * c))
+        for i in range(0, b, step):
+            s = slice(i, i + step)
+            deformed, offsets[s] = self.dsp(x[s], h, w)
+            pe_s = pe[s]
+            if self.config.sampled_pe:
+                pe_s = torch.lerp(pe_s, self.dsp.sample(pe_s, offsets[s], h, w), a1[s])
+            torch.lerp(x[s], deformed, a1[s], out=v_out[s])
+            torch.add(v_out[s], pe_s, out=k_out[s])
+        return k_out, v_out, offsets
+
+    # ------------------------------------------------------------- running
+    @contextmanager
+    def engaged(self) -> Iterator["StableSam"]:
+        """Within this block the Sam's decoder runs with the plugins (if `plugins_enabled`)."""
+        self._engaged += 1
+        try:
+            yield self
+        finally:
+            self._engaged -= 1
+            if self._engaged == 0:
+                self._state = {}
+
+    def forward(self, batched_input: List[Dict[str, Any]], multimask_output: bool) -> List[Dict]:
+        """Same inputs and outputs as `Sam.forward`."""
+        with self.engaged():
+            return self.sam(batched_input, multimask_output)
+
+    def decode(
+        self,
+        image_embeddings: torch.Tensor,
+        points: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+        boxes: Optional[torch.Tensor] = None,
+        mask_input: Optional[torch.Tensor] = None,
+        multimask_output: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder for B prompts on one image, differentiable.
+
+        image_embeddings: (1, C, h, w); points: ((B, k, 2), (B, k)) and boxes (B, 4) in the
+        model's input frame. Returns low-res mask logits (B, M, 4h, 4w) and IoU scores (B, M).
+        """
+        with self.engaged():
+            sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+            return self.sam.mask_decoder(
+                image_embeddings=image_embeddings,
+                image_pe=self.sam.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multimask_output,
+            )
+
+    # ----------------------------------------------------------- parameters
+    @property
+    def device(self) -> torch.device:
+        return self.sam.device
+
+    def plugin_modules(self) -> Dict[str, nn.Module]:
+        return {"dsp": self.dsp, "drp": self.drp}
+
+    def plugin_parameters(self) -> Iterator[nn.Parameter]:
+        for module in self.plugin_modules().values():
+            yield from module.parameters()
+
+    def num_plugin_parameters(self) -> int:
+        return sum(p.numel() for p in self.plugin_parameters())
+
+    def plugin_state_dict(self) -> Dict[str, torch.Tensor]:
+        return {
+            f"{name}.{key}": value.detach().clone()
+            for name, module in self.plugin_modules().items()
+            for key, value in module.state_dict().items()
+        }
+
+    def load_plugin_state_dict(self, state: Dict[str, torch.Tensor]) -> None:
+        expected = set(self.plugin_state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise ValueError(
+                f"plugin weights do not fit this plugin config: missing {missing}, "
+                f"unexpected {unexpected}"
+            )
+        for name, module in self.plugin_modules().items():
+            prefix = name + "."
+            module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+
+def check_decoder(sam: Any) -> None:
+    """Refuse anything that is not a Sam with the standard two-layer two-way decoder."""
+    if not isinstance(sam, Sam):
+        raise TypeError(f"StableSam wraps a segment_anything Sam, got {type(sam).__name__}")
+    transformer = getattr(sam.mask_decoder, "transformer", None)
+    if not isinstance(transformer, TwoWayTransformer) or len(transformer.layers) != 2:
+        raise ValueError(
+            "StableSam needs SAM's standard mask decoder: a TwoWayTransformer with 2 layers"
+        )

@@ -1,0 +1,104 @@
+"""StableSamPredictor: SamPredictor's call shape, plus batched prompts and routing read-outs."""
+
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+import torch
+from segment_anything import SamPredictor
+
+from .modeling import StableSam
+
+
+class StableSamPredictor(SamPredictor):
+    """`SamPredictor` for a `StableSam`: `set_image`, `predict`, `predict_torch` unchanged in
+    shape and meaning, with the plugins active when `model.plugins_enabled` is True."""
+
+    def __init__(self, model: StableSam) -> None:
+        if not isinstance(model, StableSam):
+            raise TypeError(
+                f"StableSamPredictor takes a StableSam, got {type(model).__name__}; "
+                "wrap a Sam with stablesam.StableSam(sam) (or use SamPredictor for plain SAM)"
+            )
+        super().__init__(model.sam)
+        self.stable = model
+
+    @torch.no_grad()
+    def predict_torch(self, *args, **kwargs) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with self.stable.engaged():
+            return super().predict_torch(*args, **kwargs)
+
+    def predict_batch(
+        self,
+        boxes: Optional[np.ndarray] = None,
+        point_coords: Optional[np.ndarray] = None,
+        point_labels: Optional[np.ndarray] = None,
+        multimask_output: bool = False,
+        return_logits: bool = False,
+    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """N prompts for the current image in one decoder call.
+
+        boxes: (N, 4) XYXY; point_coords: (N, k, 2) XY with point_labels (N, k) (1 foreground,
+        0 background, -1 padding), all in original-image pixels. Returns masks (N, M, H, W),
+        scores (N, M) and low-res logits (N, M, 4h, 4w) (256 x 256 for SAM), M = 3 with multimask_output else 1.
+        """
+        if not self.is_image_set:
+            raise RuntimeError("An image must be set with .set_image(...) before mask prediction.")
+        n = check_batch_prompts(boxes, point_coords, point_labels)
+        if n == 0:
+            m = 3 if multimask_output else 1
+            h, w = self.original_size
+            lh, lw = self.model.prompt_encoder.mask_input_size
+            empty = np.zeros((0, m, h, w), dtype=np.float32 if return_logits else bool)
+            return empty, np.zeros((0, m), np.float32), np.zeros((0, m, lh, lw), np.float32)
+        points_t = labels_t = boxes_t = None
+        if point_coords is not None:
+            coords = self.transform.apply_coords(np.asarray(point_coords, float), self.original_size)
+            points_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)
+            labels_t = torch.as_tensor(np.asarray(point_labels), dtype=torch.int, device=self.device)
+        if boxes is not None:
+            b = self.transform.apply_boxes(np.asarray(boxes, float), self.original_size)
+            boxes_t = torch.as_tensor(b, dtype=torch.float, device=self.device)
+        masks, scores, logits = self.predict_torch(
+            points_t, labels_t, boxes_t, None, multimask_output, return_logits=return_logits
+        )
+        return masks.cpu().numpy(), scores.cpu().numpy(), logits.cpu().numpy()
+
+    @property
+    def routing(self) -> Dict[str, Optional[np.ndarray]]:
+        """α (N, 2) = (deformed, regular) weights and Δp (N, h, w, 2) in embedding-grid cells
+        of the last plugin-enabled call (None before one)."""
+        alpha, offsets = self.stable.last_alpha, self.stable.last_offsets
+        return {
+            "alpha": None if alpha is None else alpha.cpu().numpy(),
+            "offsets": None if offsets is None else offsets.cpu().numpy(),
+        }
+
+
+def check_batch_prompts(
+    boxes: Optional[np.ndarray], point_coords: Optional[np.ndarray], point_labels: Optional[np.ndarray]
+) -> int:
+    """Validate batched prompt shapes; returns N."""
+    if boxes is None and point_coords is None:
+        raise ValueError("predict_batch needs boxes (N x 4) and/or point_coords (N x k x 2)")
+    n = None
+    if boxes is not None:
+        boxes = np.asarray(boxes)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(f"boxes must have shape (N, 4), got {boxes.shape}")
+        n = boxes.shape[0]
+    if point_coords is not None:
+        if point_labels is None:
+            raise ValueError("point_coords given without point_labels")
+        coords, labels = np.asarray(point_coords), np.asarray(point_labels)
+        if coords.ndim != 3 or coords.shape[2] != 2:
+            raise ValueError(f"point_coords must have shape (N, k, 2), got {coords.shape}")
+        if labels.shape != coords.shape[:2]:
+            raise ValueError(
+                f"point_labels must have shape (N, k) = {coords.shape[:2]}, got {labels.shape}"
+            )
+        if n is not None and coords.shape[0] != n:
+            raise ValueError(f"{n} boxes but {coords.shape[0]} point sets: N must match")
+        n = coords.shape[0]
+    elif point_labels is not None:
+        raise ValueError("point_labels given without point_coords")
+    return int(n)

@@ -1,0 +1,53 @@
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def build_small_sam(seed: int = 0, img_size: int = 256) -> Sam:
+    """A random-init Sam with a one-block ViT encoder and SAM's standard prompt encoder and
+    256-d decoder: the smallest SAM that exercises every plugin code path."""
+    torch.manual_seed(seed)
+    grid = img_size // 16
+    sam = Sam(
+        image_encoder=ImageEncoderViT(
+            img_size=img_size, patch_size=16, embed_dim=32, depth=1, num_heads=2,
+            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), out_chans=256,
+        ),
+        prompt_encoder=PromptEncoder(
+            embed_dim=256, image_embedding_size=(grid, grid),
+            input_image_size=(img_size, img_size), mask_in_chans=16,
+        ),
+        mask_decoder=MaskDecoder(
+            num_multimask_outputs=3,
+            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
+            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
+        ),
+    )
+    return sam.eval()
+
+
+@pytest.fixture
+def small_sam() -> Sam:
+    return build_small_sam()
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, size=(120, 180, 3), dtype=np.uint8)
+    img[30:90, 50:130] = (200, 40, 40)  # an "object"
+    return img
+
+
+def perturb_plugins(model, seed: int = 1, scale: float = 0.2) -> None:
+    """Move every plugin weight away from its identity init (as training would)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.plugin_parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
