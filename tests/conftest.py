@@ -51,3 +51,18 @@ def perturb_plugins(model, seed: int = 1, scale: float = 0.2) -> None:
     with torch.no_grad():
         for p in model.plugin_parameters():
             p.add_(torch.randn(p.shape, generator=g) * scale)
+
+
+@pytest.fixture
+def fake_embedded(monkeypatch, tmp_path):
+    """Make `tiny-sam` / `tiny-stable-sam` resolve to a small random-init SAM (+ a plugin)."""
+    import stablesam.embedded as embedded
+    from stablesam import StableSam, save_plugin
+
+    plugin = tmp_path / "small_plugin.pt"
+    model = StableSam(build_small_sam())
+    perturb_plugins(model, scale=0.05)
+    save_plugin(model, plugin, base_name="small-test-sam")
+    monkeypatch.setattr(embedded, "embedded_available", lambda: True)
+    monkeypatch.setattr(embedded, "load_embedded_sam", lambda device="cpu": (build_small_sam().to(device), plugin))
+    return plugin

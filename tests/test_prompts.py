@@ -4,7 +4,6 @@ import pytest
 from stablesam.prompts import (
     DEFAULT_PROMPTS,
     PromptType,
-    Prompts,
     fix_boxes,
     generate,
     mask_to_box,
@@ -14,7 +13,6 @@ from stablesam.prompts import (
     parse_prompts,
     sam_jitter_boxes,
     sample_points,
-    to_sam_convention,
 )
 
 
@@ -25,20 +23,31 @@ def make_mask(h=40, w=60):
 
 
 def assert_valid(boxes, h, w):
-    assert np.all(boxes[:, [0, 1]] >= 0) and np.all(boxes[:, 2] <= w) and np.all(boxes[:, 3] <= h)
+    assert np.all(boxes[:, [0, 1]] >= 0) and np.all(boxes[:, 2] <= w - 1) and np.all(boxes[:, 3] <= h - 1)
     assert np.all(boxes[:, 2] - boxes[:, 0] >= 1) and np.all(boxes[:, 3] - boxes[:, 1] >= 1)
 
 
 def test_mask_to_box():
-    np.testing.assert_array_equal(mask_to_box(make_mask()), [3, 2, 8, 5])
+    np.testing.assert_array_equal(mask_to_box(make_mask()), [3, 2, 7, 4])
+    one = np.zeros((5, 6), bool)
+    one[4, 5] = True  # single pixel in the bottom-right corner
+    np.testing.assert_array_equal(mask_to_box(one), [5, 4, 5, 4])
     with pytest.raises(ValueError, match="empty"):
         mask_to_box(np.zeros((4, 4), bool))
 
 
 def test_fix_boxes():
-    # Inverted corners are sorted; a zero-width box on the right edge becomes 1 px inside.
-    out = fix_boxes(np.array([[10, 0, 5, 4], [100, 5, 100, 5]]), (50, 100))
-    np.testing.assert_array_equal(out, [[5, 0, 10, 4], [99, 4.5, 100, 5.5]])
+    # Inverted corners are sorted; a box past the right edge is clipped to x = W - 1 = 99 and,
+    # now zero-width, widened to 1 px inside; a zero-height box is widened around its centre.
+    out = fix_boxes(np.array([[10, 0, 5, 4], [100, 5, 120, 5], [-3, -2, -1, 60]]), (50, 100))
+    np.testing.assert_array_equal(out, [[5, 0, 10, 4], [98, 4.5, 99, 5.5], [0, 0, 1, 49]])
+    assert_valid(out, 50, 100)
+    # A valid box is unchanged; a single-pixel gt box (x0 == x1) becomes 1 px wide.
+    np.testing.assert_array_equal(fix_boxes(np.array([[0, 0, 99, 49]]), (50, 100)), [[0, 0, 99, 49]])
+    np.testing.assert_array_equal(fix_boxes(np.array([[5, 4, 5, 4]]), (5, 6)), [[4, 3, 5, 4]])
+    for size in [(1, 10), (10, 1), (0, 0)]:
+        with pytest.raises(ValueError, match=">= 2 px"):
+            fix_boxes(np.array([[0, 0, 1, 1]]), size)
 
 
 def test_noisy_boxes_scale_zero_is_exact():
@@ -48,7 +57,7 @@ def test_noisy_boxes_scale_zero_is_exact():
     assert np.array_equal(out, np.tile(box, (5, 1)))
     # ... clipped to the image
     out = noisy_boxes(np.array([-5.0, 2, 70, 9]), 0.0, 1, np.random.default_rng(0), (40, 60))
-    np.testing.assert_array_equal(out, [[0, 2, 60, 9]])
+    np.testing.assert_array_equal(out, [[0, 2, 59, 9]])
 
 
 def test_noisy_boxes_ranges():
@@ -85,16 +94,18 @@ def test_sample_points():
     mask = make_mask()
     pts = sample_points(mask, 3, 50, np.random.default_rng(0))
     assert pts.shape == (50, 3, 2)
-    cols, rows = pts[..., 0] - 0.5, pts[..., 1] - 0.5
+    cols, rows = pts[..., 0], pts[..., 1]  # (x, y) = (col, row)
     assert np.array_equal(cols, np.floor(cols)) and np.array_equal(rows, np.floor(rows))
     assert mask[rows.astype(int), cols.astype(int)].all()
+    assert np.array_equal(pts, sample_points(mask, 3, 50, np.random.default_rng(0)))  # deterministic
     for s in pts:  # distinct within a set
         assert len({tuple(p) for p in s}) == 3
     two = np.zeros((4, 4), bool)
     two[1, 1] = two[2, 3] = True
     pts = sample_points(two, 5, 400, np.random.default_rng(1))  # k > pixels: with replacement
     assert pts.shape == (400, 5, 2)
-    assert 0.4 < np.mean(pts[..., 0] == 1.5) < 0.6
+    assert set(map(tuple, pts.reshape(-1, 2))) == {(1.0, 1.0), (3.0, 2.0)}
+    assert 0.4 < np.mean(pts[..., 0] == 1) < 0.6
     with pytest.raises(ValueError, match="empty"):
         sample_points(np.zeros((3, 3), bool), 1, 1, np.random.default_rng(0))
 
@@ -130,7 +141,7 @@ def test_generate():
     rng = np.random.default_rng(0)
     p = generate(parse_prompt("gt-box"), mask, 20, rng)
     assert len(p) == 1 and p.point_coords is None
-    np.testing.assert_array_equal(p.boxes, [[3, 2, 8, 5]])
+    np.testing.assert_array_equal(p.boxes, [[3, 2, 7, 4]])
     p = generate("noisy-box@0.4", mask, 20, rng)
     assert p.boxes.shape == (20, 4) and len(p) == 20
     assert_valid(p.boxes, 40, 60)
@@ -138,12 +149,10 @@ def test_generate():
     assert p.boxes is None and p.point_coords.shape == (20, 3, 2)
     assert np.array_equal(p.point_labels, np.ones((20, 3)))
     assert p[4].point_coords.shape == (1, 3, 2)
-
-
-def test_to_sam_convention():
-    p = to_sam_convention(Prompts(boxes=np.array([[3.0, 2, 8, 5]]), point_coords=np.array([[[3.5, 2.5]]])))
-    np.testing.assert_array_equal(p.boxes, [[3, 2, 7, 4]])
-    np.testing.assert_array_equal(p.point_coords, [[[3, 2]]])
+    c = p.point_coords.astype(int)
+    assert mask[c[..., 1], c[..., 0]].all()
+    p0 = generate("noisy-box@0", mask, 3, rng)
+    np.testing.assert_array_equal(p0.boxes, np.tile([3, 2, 7, 4], (3, 1)))
 
 
 def test_object_rng():

@@ -102,21 +102,31 @@ def load_official_sam(path: PathLike, model_type: str, device: Union[str, torch.
     return sam.to(device).eval()
 
 
-def base_fingerprint(sam: Sam) -> str:
-    """A short hash identifying a SAM's weights.
+def weights_fingerprint(module: torch.nn.Module, sample_prefix: str = "image_encoder.") -> str:
+    """A short hash of a module's weights.
 
-    The prompt encoder and mask decoder are hashed in full; the (possibly 600 M-parameter)
-    image encoder by names, shapes and an evenly spaced sample of each tensor's values.
+    Tensors are hashed in full, except those under `sample_prefix` (SAM's image encoder, up to
+    600 M parameters), which are hashed by name, shape and an evenly spaced sample of values.
     """
     digest = hashlib.sha256()
-    for name, tensor in sorted(sam.state_dict().items()):
+    for name, tensor in sorted(module.state_dict().items()):
         t = tensor.detach().to("cpu", torch.float32).flatten()
-        if name.startswith("image_encoder.") and t.numel() > 4096:
+        if name.startswith(sample_prefix) and t.numel() > 4096:
             t = t[:: t.numel() // 4096]
         digest.update(name.encode())
         digest.update(str(tuple(tensor.shape)).encode())
         digest.update(t.contiguous().numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def base_fingerprint(sam: Sam) -> str:
+    """Identity of a SAM's weights: what a plugin file records as its base."""
+    return weights_fingerprint(sam)
+
+
+def encoder_fingerprint(sam: Sam) -> str:
+    """Identity of a SAM's image encoder: what an image embedding depends on."""
+    return weights_fingerprint(sam.image_encoder, sample_prefix="")
 
 
 def atomic_torch_save(obj: Any, path: PathLike) -> None:
@@ -215,3 +225,38 @@ def load_model(
         model.plugins_enabled = False
         return model
     return attach_plugin(sam, plugin, force=force)
+
+
+DECODER_FORMAT = "stablesam-decoder"
+
+
+def save_decoder(sam: Sam, path: PathLike, base_name: str, base_fingerprint_: str, meta: Optional[Dict[str, Any]] = None) -> None:
+    """Write decoder-tuned weights (the DT baseline) with the identity of the SAM they started from."""
+    atomic_torch_save(
+        {
+            "format": DECODER_FORMAT,
+            "format_version": 1,
+            "state_dict": {k: v.detach().cpu().clone() for k, v in sam.mask_decoder.state_dict().items()},
+            "base": {"name": base_name, "fingerprint": base_fingerprint_},
+            "meta": dict(meta or {}),
+        },
+        path,
+    )
+
+
+def load_decoder(sam: Sam, path: PathLike, force: bool = False) -> None:
+    """Load decoder-tuned weights into `sam` in place (refuses another base unless force)."""
+    obj = read_weights(path, "cpu")
+    if obj.get("format") != DECODER_FORMAT:
+        raise CheckpointError(f"{path}: not a stablesam decoder file (no '{DECODER_FORMAT}' marker)")
+    base = obj.get("base", {})
+    fingerprint = base_fingerprint(sam)
+    if not force and base.get("fingerprint") != fingerprint:
+        raise CheckpointError(
+            f"{path} was tuned from base model {base.get('name', '?')!r} (fingerprint "
+            f"{base.get('fingerprint')}), not from this SAM ({fingerprint}); use force=True to load anyway"
+        )
+    try:
+        sam.mask_decoder.load_state_dict(obj["state_dict"])
+    except (RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{path}: decoder weights do not fit this SAM: {str(e).splitlines()[0]}") from None

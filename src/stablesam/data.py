@@ -345,3 +345,20 @@ def open_dataset(path: PathLike, **options) -> Union[FolderDataset, CocoDataset]
         f"cannot open dataset {path}: expected a folder with images/<stem>.<ext> and "
         "masks/<stem>.png, or a COCO annotation .json file"
     )
+
+
+def load_split(path: PathLike) -> dict[str, set[str]]:
+    """A split list: one 'dataset/stem' per line ('#' comments allowed) -> {dataset: {stems}}."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"split file not found: {path}")
+    split: dict[str, set[str]] = {}
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        dataset, sep, stem = line.partition("/")
+        if not sep or not stem:
+            raise DataError(f"{path}:{n}: expected 'dataset/stem', got {line!r}")
+        split.setdefault(dataset, set()).add(stem)
+    return split

@@ -27,6 +27,14 @@ class StableSamPredictor(SamPredictor):
         with self.stable.engaged():
             return super().predict_torch(*args, **kwargs)
 
+    def set_embedding(self, embedding) -> None:
+        """Use a precomputed image embedding (see `stablesam.cache`) instead of `set_image`."""
+        self.reset_image()
+        self.features = embedding.features.to(self.device)
+        self.original_size = tuple(embedding.original_size)
+        self.input_size = tuple(embedding.input_size)
+        self.is_image_set = True
+
     def predict_batch(
         self,
         boxes: Optional[np.ndarray] = None,

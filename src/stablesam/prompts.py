@@ -1,15 +1,16 @@
 """Prompt generation shared by training and evaluation.
 
-Conventions: pixel coordinates of the original image, x right, y down; pixel (row, col)
-covers [col, col + 1) x [row, row + 1). Boxes are float XYXY, the tight box of a mask is
-[xmin, ymin, xmax + 1, ymax + 1]; points are (x, y) at pixel centres (col + 0.5, row + 0.5).
-SAM's prompt encoder adds 0.5 itself and expects inclusive pixel indices: convert with
-`to_sam_convention` right before calling SAM.
+Conventions (SAM's own, used everywhere): pixel coordinates of the original image, x right
+(column), y down (row), as inclusive pixel indices. Boxes are float XYXY; the tight box of a
+mask is [xmin, ymin, xmax, ymax] (as SAM's `batched_mask_to_box` and torchvision's
+`masks_to_boxes`). Points are (x, y) = (col, row) as floats, integer-valued for sampled clicks.
+Valid boxes lie in [0, W - 1] x [0, H - 1] with x1 - x0 >= 1 and y1 - y0 >= 1 (`fix_boxes`).
+SAM's prompt encoder adds 0.5 itself, so prompts go to SAM unchanged.
 """
 
 import hashlib
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
@@ -100,7 +101,10 @@ class Prompts:
 
 
 def mask_to_box(mask: np.ndarray) -> np.ndarray:
-    """Tight box (4,) float [xmin, ymin, xmax + 1, ymax + 1] of a (H, W) mask."""
+    """Tight box (4,) float [xmin, ymin, xmax, ymax] (inclusive pixel indices) of a (H, W) mask.
+
+    A mask one pixel wide (or tall) gives x0 == x1 (or y0 == y1), as in SAM; `fix_boxes` widens it.
+    """
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"mask must be 2-D (H, W), got shape {mask.shape}")
@@ -108,27 +112,29 @@ def mask_to_box(mask: np.ndarray) -> np.ndarray:
     cols = np.flatnonzero(mask.any(axis=0))
     if len(rows) == 0:
         raise ValueError("cannot take the box of an empty mask")
-    return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
+    return np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
 
 
 def fix_boxes(boxes: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     """Make (n, 4) boxes valid inside an image of size (H, W).
 
-    Corners are sorted (a negative width flips the box), clipped to [0, W] x [0, H], and a
-    side shorter than 1 px is set to exactly 1 px around its centre, the centre first moved at
-    least 0.5 px inside the image so that the widened box stays in it.
+    Corners are sorted (a negative width flips the box), clipped to [0, W - 1] x [0, H - 1]
+    (inclusive pixel indices), and a side shorter than 1 px is set to exactly 1 px around its
+    centre, the centre first moved into [0.5, size - 1.5] so that the widened box stays in the
+    image. A box already valid is returned unchanged. A 1 px side needs two pixel indices, so
+    images smaller than 2 px in either dimension raise ValueError.
     """
     h, w = image_size
-    if h < 1 or w < 1:
-        raise ValueError(f"image size must be >= 1 px, got {image_size}")
+    if h < 2 or w < 2:
+        raise ValueError(f"image size must be >= 2 px in each dimension, got {image_size}")
     b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
     out = np.empty_like(b)
     for axis, size in ((0, w), (1, h)):
-        lo = np.clip(np.minimum(b[:, axis], b[:, axis + 2]), 0, size)
-        hi = np.clip(np.maximum(b[:, axis], b[:, axis + 2]), 0, size)
+        lo = np.clip(np.minimum(b[:, axis], b[:, axis + 2]), 0, size - 1)
+        hi = np.clip(np.maximum(b[:, axis], b[:, axis + 2]), 0, size - 1)
         thin = hi - lo < 1
         # Snap the new low side to a multiple of 2**-20 so that low + 1 is exact in float64.
-        start = np.round((np.clip((lo + hi) / 2, 0.5, size - 0.5) - 0.5) * 2**20) / 2**20
+        start = np.round((np.clip((lo + hi) / 2, 0.5, size - 1.5) - 0.5) * 2**20) / 2**20
         out[:, axis] = np.where(thin, start, lo)
         out[:, axis + 2] = np.where(thin, start + 1.0, hi)
     return out
@@ -139,8 +145,9 @@ def noisy_boxes(
 ) -> np.ndarray:
     """HQ-SAM box noise: (4,) box -> (n, 4) boxes.
 
-    (cx, cy, w, h) += U(-1, 1) * scale * (w/2, h/2, w, h), one draw per component; back to
-    corners, then `fix_boxes` (clip to the image, sides >= 1 px). scale = 0 gives the box.
+    (cx, cy, w, h) += U(-1, 1) * scale * (w/2, h/2, w, h), one draw per component, with
+    w = x1 - x0, h = y1 - y0 of the box as given; back to corners, then `fix_boxes` (clip to
+    [0, W - 1] x [0, H - 1], sides >= 1 px). scale = 0 gives exactly the box when it is valid.
     """
     box = np.asarray(box, dtype=np.float64).reshape(4)
     w, h = box[2] - box[0], box[3] - box[1]
@@ -182,7 +189,9 @@ def sam_jitter_boxes(
 
 
 def sample_points(mask: np.ndarray, k: int, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n sets of k foreground clicks (n, k, 2) (x, y) at pixel centres, uniform over the mask.
+    """n sets of k foreground clicks (n, k, 2) (x, y) = (col, row), uniform over the mask.
+
+    Coordinates are integer-valued floats: mask[int(y), int(x)] is True for every click.
 
     Within a set the k pixels are distinct when the mask has >= k pixels (else drawn with
     replacement); sets are independent. Labels: `point_labels(n, k)`.
@@ -200,7 +209,7 @@ def sample_points(mask: np.ndarray, k: int, n: int, rng: np.random.Generator) ->
     for i in range(n):
         picks[i] = rng.choice(len(idx), size=k, replace=not distinct)
     rows, cols = np.divmod(idx[picks], mask.shape[1])
-    return np.stack([cols + 0.5, rows + 0.5], axis=-1).astype(np.float64)
+    return np.stack([cols, rows], axis=-1).astype(np.float64)
 
 
 def point_labels(n: int, k: int) -> np.ndarray:
@@ -218,17 +227,6 @@ def generate(prompt: Union[str, PromptType], mask: np.ndarray, n: int, rng: np.r
         return Prompts(boxes=noisy_boxes(mask_to_box(mask), prompt.value, n, rng, mask.shape[:2]))
     coords = sample_points(mask, prompt.value, n, rng)
     return Prompts(point_coords=coords, point_labels=point_labels(n, prompt.value))
-
-
-def to_sam_convention(prompts: Prompts) -> Prompts:
-    """Convert to what SAM's prompt encoder expects (it adds 0.5 to every coordinate itself).
-
-    Points (col + 0.5, row + 0.5) -> (col, row); boxes [x0, y0, x1, y1) -> inclusive
-    [x0, y0, x1 - 1, y1 - 1] (SAM's own `batched_mask_to_box` convention). Labels unchanged.
-    """
-    boxes = None if prompts.boxes is None else prompts.boxes - np.array([0.0, 0.0, 1.0, 1.0])
-    coords = None if prompts.point_coords is None else prompts.point_coords - 0.5
-    return replace(prompts, boxes=boxes, point_coords=coords)
 
 
 def _key_bytes(key: Union[int, str]) -> bytes:

@@ -1,0 +1,125 @@
+"""On-disk cache of SAM image embeddings: the frozen encoder runs once per image."""
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Dict, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+
+from .checkpoints import atomic_torch_save, encoder_fingerprint
+
+CACHE_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """$STABLESAM_CACHE, else the user's cache dir (e.g. ~/.cache/stablesam/embeddings)."""
+    env = os.environ.get("STABLESAM_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("stablesam")) / "embeddings"
+
+
+class Embedding:
+    """An image embedding (1, C, h, w) with the sizes SamPredictor needs."""
+
+    def __init__(self, features: torch.Tensor, input_size: Tuple[int, int], original_size: Tuple[int, int]):
+        self.features = features
+        self.input_size = tuple(int(v) for v in input_size)
+        self.original_size = tuple(int(v) for v in original_size)
+
+
+def encode_image(sam: Sam, image: np.ndarray) -> Embedding:
+    """Run SAM's own preprocessing and image encoder on an (H, W, 3) uint8 RGB image."""
+    transform = ResizeLongestSide(sam.image_encoder.img_size)
+    resized = transform.apply_image(image)
+    x = torch.as_tensor(resized, device=sam.device).permute(2, 0, 1).contiguous()[None]
+    with torch.no_grad():
+        features = sam.image_encoder(sam.preprocess(x))
+    return Embedding(features, tuple(x.shape[-2:]), tuple(image.shape[:2]))
+
+
+class EmbeddingCache:
+    """Embeddings keyed by (model weights, image content, input size), one file each.
+
+    Writes are atomic (temporary file + rename); an unreadable or inconsistent entry is
+    recomputed. `root=None` keeps everything in memory only. `encoder_calls` counts encoder
+    runs (what the cache exists to avoid).
+    """
+
+    def __init__(self, root: Optional[Union[str, Path]] = None, memory_items: int = 4):
+        self.root = Path(root) if root is not None else None
+        self.memory_items = memory_items
+        self._memory: Dict[str, Embedding] = {}
+        self._fingerprints: Dict[int, str] = {}
+        self.encoder_calls = 0
+
+    def model_key(self, sam: Sam) -> str:
+        key = self._fingerprints.get(id(sam))
+        if key is None:
+            key = self._fingerprints[id(sam)] = encoder_fingerprint(sam)
+        return key
+
+    def key(self, sam: Sam, image: np.ndarray) -> str:
+        digest = hashlib.sha256()
+        digest.update(self.model_key(sam).encode())
+        digest.update(f"{sam.image_encoder.img_size}:{image.shape}:{image.dtype}".encode())
+        digest.update(np.ascontiguousarray(image).tobytes())
+        return digest.hexdigest()[:32]
+
+    def path(self, key: str) -> Path:
+        assert self.root is not None
+        return self.root / key[:2] / f"{key}.pt"
+
+    def get(self, sam: Sam, image: np.ndarray) -> Embedding:
+        key = self.key(sam, image)
+        hit = self._memory.get(key)
+        if hit is None and self.root is not None:
+            hit = self._read(key, sam)
+        if hit is None:
+            hit = encode_image(sam, image)
+            self.encoder_calls += 1
+            if self.root is not None:
+                atomic_torch_save(
+                    {
+                        "format": CACHE_FORMAT,
+                        "key": key,
+                        "features": hit.features.detach().cpu(),
+                        "input_size": list(hit.input_size),
+                        "original_size": list(hit.original_size),
+                    },
+                    self.path(key),
+                )
+        self._remember(key, hit)
+        return hit
+
+    def _read(self, key: str, sam: Sam) -> Optional[Embedding]:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            features = obj["features"]
+            ok = (
+                obj.get("format") == CACHE_FORMAT
+                and obj.get("key") == key
+                and features.ndim == 4
+                and bool(torch.isfinite(features).all())
+            )
+        except Exception:  # any unreadable entry (truncated, garbage) is simply recomputed
+            ok = False
+        if not ok:
+            path.unlink(missing_ok=True)
+            return None
+        return Embedding(features.to(sam.device), obj["input_size"], obj["original_size"])
+
+    def _remember(self, key: str, value: Embedding) -> None:
+        self._memory.pop(key, None)
+        self._memory[key] = value
+        while len(self._memory) > self.memory_items:
+            self._memory.pop(next(iter(self._memory)))

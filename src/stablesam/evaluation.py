@@ -1,0 +1,102 @@
+"""The prompt-robustness benchmark: every model x dataset x prompt type, K prompts per object."""
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .data import DataWarning  # noqa: F401  (re-exported for callers filtering warnings)
+from .metrics import boundary_iou, mask_iou, stability
+from .models import Segmenter
+from .prompts import PromptType, generate, object_rng
+
+EXAMPLE_PROMPTS = ("noisy-box@0.4", "points@1")
+
+
+@dataclass
+class EvalConfig:
+    prompts: Sequence[PromptType]
+    samples: int = 20
+    seed: int = 0
+    limit: Optional[int] = None
+    multimask: bool = False
+    examples: int = 4  # objects kept for the example sheet
+
+
+@dataclass
+class EvalResult:
+    rows: List[Dict] = field(default_factory=list)  # one per model x dataset x prompt
+    objects: List[Dict] = field(default_factory=list)  # one per model x dataset x object x prompt
+    examples: List[Dict] = field(default_factory=list)  # a few objects with their predictions
+    skipped: Dict[str, List[str]] = field(default_factory=dict)  # model -> prompt kinds it cannot take
+
+
+def object_scores(masks: np.ndarray, gt: np.ndarray, ignore: Optional[np.ndarray]) -> Dict:
+    """Scores of the n masks (n, H, W) predicted for one object and prompt type."""
+    return {
+        "iou": float(np.mean([mask_iou(m, gt, ignore) for m in masks])),
+        "biou": float(np.mean([boundary_iou(m, gt, ignore=ignore) for m in masks])),
+        "stability": stability(masks, ignore) if len(masks) > 1 else None,
+        "n": int(len(masks)),
+    }
+
+
+def evaluate(datasets: Sequence, segmenters: Sequence[Segmenter], config: EvalConfig, progress: bool = True) -> EvalResult:
+    """Run the benchmark. The prompts of an object depend only on (seed, dataset, object,
+    prompt type), so every model sees the same prompts and reruns give the same numbers."""
+    result = EvalResult()
+    for seg in segmenters:
+        cannot = [p.name for p in config.prompts if not seg.accepts(p.kind)]
+        if cannot:
+            result.skipped[seg.name] = cannot
+    for ds in datasets:
+        n = len(ds) if config.limit is None else min(config.limit, len(ds))
+        bar = tqdm(range(n), desc=f"eval {ds.name}", unit="obj", disable=not progress)
+        for i in bar:
+            sample = ds.load(i)
+            if sample is None:  # reported by the dataset as a DataWarning
+                continue
+            prompts = {
+                p.name: generate(p, sample.mask, config.samples, object_rng(config.seed, ds.name, sample.name, p.name))
+                for p in config.prompts
+            }
+            keep = len(result.examples) < config.examples
+            example = {"dataset": ds.name, "name": sample.name, "image": sample.image, "mask": sample.mask,
+                       "prompts": {k: prompts[k][0] for k in EXAMPLE_PROMPTS if k in prompts}, "pred": {}}
+            for seg in segmenters:
+                seg.set_image(sample.image)
+                for p in config.prompts:
+                    if not seg.accepts(p.kind):
+                        continue
+                    masks = seg.predict(prompts[p.name], multimask=config.multimask)
+                    scores = object_scores(masks, sample.mask, sample.ignore)
+                    result.objects.append({"model": seg.name, "dataset": ds.name, "object": sample.name,
+                                           "prompt": p.name, **scores})
+                    if keep and p.name in example["prompts"]:
+                        example["pred"][(seg.name, p.name)] = masks[0]
+            if keep:
+                result.examples.append(example)
+    result.rows = aggregate(result.objects, [s.name for s in segmenters], [d.name for d in datasets],
+                            [p.name for p in config.prompts])
+    return result
+
+
+def aggregate(objects: List[Dict], models: List[str], datasets: List[str], prompts: List[str]) -> List[Dict]:
+    """Per-object scores -> one row per model x dataset x prompt (means over objects)."""
+    rows = []
+    for model in models:
+        for ds in datasets:
+            for prompt in prompts:
+                recs = [o for o in objects if o["model"] == model and o["dataset"] == ds and o["prompt"] == prompt]
+                if not recs:
+                    continue
+                stab = [o["stability"] for o in recs if o["stability"] is not None]
+                rows.append({
+                    "model": model, "dataset": ds, "prompt": prompt,
+                    "mIoU": float(np.mean([o["iou"] for o in recs])),
+                    "mBIoU": float(np.mean([o["biou"] for o in recs])),
+                    "stability": float(np.mean(stab)) if stab else None,
+                    "objects": len(recs),
+                })
+    return rows

@@ -1,0 +1,184 @@
+"""Model SPECs (one syntax for eval, train, segment and demo) and the segmenters they build."""
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Set
+
+import cv2
+import numpy as np
+import torch
+
+from .cache import EmbeddingCache
+from .checkpoints import MODEL_TYPES, CheckpointError, attach_plugin, load_decoder, load_official_sam
+from .modeling import StableSam
+from .predictor import StableSamPredictor
+from .prompts import Prompts
+
+EMBEDDED = ("tiny-sam", "tiny-stable-sam")
+DEFAULT_SPEC = "tiny-stable-sam"
+ACCEPTED = """accepted model SPECs:
+  vit_b:PATH, vit_l:PATH, vit_h:PATH   SAM from an official checkpoint (plugins off)
+  tiny-sam, tiny-stable-sam            the embedded base model / the embedded Stable-SAM
+  SPEC+plugin=PATH                     Stable-SAM: that SAM with the plugin file at PATH
+  SPEC+decoder=PATH                    that SAM with decoder-tuned weights (DT baseline)
+  grabcut                              OpenCV GrabCut initialised from the box (boxes only)"""
+
+
+class SpecError(ValueError):
+    """A model SPEC that cannot be built."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    text: str
+    base: str  # vit_b | vit_l | vit_h | tiny-sam | tiny-stable-sam | grabcut
+    checkpoint: Optional[Path] = None
+    plugin: Optional[Path] = None
+    decoder: Optional[Path] = None
+
+    @property
+    def name(self) -> str:
+        return self.text
+
+
+def parse_model_spec(text: str) -> ModelSpec:
+    """Parse and check a SPEC (files must exist) before any work starts."""
+    parts = re.split(r"\+(plugin|decoder)=", text.strip())
+    head, extras = parts[0], dict(zip(parts[1::2], parts[2::2]))
+    if len(parts) > 1 and len(extras) != (len(parts) - 1) // 2:
+        raise SpecError(f"model SPEC {text!r} names +plugin or +decoder twice\n{ACCEPTED}")
+    base, sep, path = head.partition(":")
+    checkpoint = None
+    if base in MODEL_TYPES and sep:
+        checkpoint = Path(path)
+    elif base == "grabcut" and not sep:
+        if extras:
+            raise SpecError(f"grabcut takes no +plugin/+decoder (in {text!r})\n{ACCEPTED}")
+    elif base not in EMBEDDED or sep:
+        raise SpecError(f"unknown model SPEC {text!r}\n{ACCEPTED}")
+    plugin = Path(extras["plugin"]) if "plugin" in extras else None
+    decoder = Path(extras["decoder"]) if "decoder" in extras else None
+    if base == "tiny-stable-sam" and plugin is not None:
+        raise SpecError(f"{text!r}: tiny-stable-sam already has its plugin; use tiny-sam+plugin=PATH")
+    for what, p in (("checkpoint", checkpoint), ("plugin file", plugin), ("decoder file", decoder)):
+        if p is not None and not p.is_file():
+            raise SpecError(f"model SPEC {text!r}: {what} not found: {p}\n{ACCEPTED}")
+    if base in EMBEDDED:
+        from .embedded import embedded_available
+
+        if not embedded_available():
+            raise SpecError(f"model SPEC {text!r}: the embedded model is not shipped in this installation\n{ACCEPTED}")
+    return ModelSpec(text.strip(), base, checkpoint, plugin, decoder)
+
+
+class Segmenter:
+    """Anything that turns an image and prompts into masks."""
+
+    name: str = "segmenter"
+    kinds: Set[str] = {"gt-box", "noisy-box", "points"}
+
+    def accepts(self, kind: str) -> bool:
+        return kind in self.kinds
+
+    def set_image(self, image: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def predict(self, prompts: Prompts, multimask: bool = False) -> np.ndarray:
+        """prompts for the current image -> masks (n, H, W) bool."""
+        raise NotImplementedError
+
+
+class SamSegmenter(Segmenter):
+    """A (Stable-)SAM: embeddings from the cache, all n prompts in one decoder call."""
+
+    def __init__(self, name: str, model: StableSam, cache: Optional[EmbeddingCache] = None):
+        self.name = name
+        self.model = model.eval()
+        self.plugins = model.plugins_enabled
+        self.cache = cache if cache is not None else EmbeddingCache(None)
+        self.predictor = StableSamPredictor(model)
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.predictor.set_embedding(self.cache.get(self.model.sam, image))
+
+    def predict(self, prompts: Prompts, multimask: bool = False) -> np.ndarray:
+        self.model.plugins_enabled = self.plugins
+        masks, scores, _ = self.predictor.predict_batch(
+            prompts.boxes, prompts.point_coords, prompts.point_labels, multimask_output=multimask
+        )
+        best = scores.argmax(axis=1)  # single-mask output: the only mask
+        return masks[np.arange(len(masks)), best]
+
+
+class GrabCutSegmenter(Segmenter):
+    """OpenCV's GrabCut initialised from the box (5 iterations): the classic non-learned peer.
+
+    A box covering the whole image leaves GrabCut no background sample; the box itself is then
+    the prediction.
+    """
+
+    name = "grabcut"
+    kinds = {"gt-box", "noisy-box"}
+
+    def __init__(self, iterations: int = 5, seed: int = 0):
+        self.iterations = iterations
+        self.seed = seed
+        self.image: Optional[np.ndarray] = None
+
+    def set_image(self, image: np.ndarray) -> None:
+        self.image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+
+    def predict(self, prompts: Prompts, multimask: bool = False) -> np.ndarray:
+        if prompts.boxes is None:
+            raise ValueError("grabcut takes box prompts only")
+        h, w = self.image.shape[:2]
+        out = np.zeros((len(prompts.boxes), h, w), bool)
+        for i, box in enumerate(prompts.boxes):
+            x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
+            x1, y1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
+            rect = (x0, y0, max(1, x1 - x0 + 1), max(1, y1 - y0 + 1))
+            mask = np.zeros((h, w), np.uint8)
+            cv2.setRNGSeed(self.seed)  # GrabCut's GMM init uses OpenCV's global RNG
+            try:
+                cv2.grabCut(self.image, mask, rect, np.zeros((1, 65)), np.zeros((1, 65)),
+                            self.iterations, cv2.GC_INIT_WITH_RECT)
+                out[i] = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+            except cv2.error:
+                out[i, y0 : y1 + 1, x0 : x1 + 1] = True
+        return out
+
+
+def build_model(spec: ModelSpec, device: Optional[str] = None, force: bool = False) -> StableSam:
+    """The StableSam a (non-grabcut) SPEC names; plugins on only with a plugin."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    try:
+        if spec.base in EMBEDDED:
+            from .embedded import load_embedded_sam
+
+            sam, default_plugin = load_embedded_sam(device)
+            plugin = default_plugin if spec.base == "tiny-stable-sam" else spec.plugin
+        else:
+            sam = load_official_sam(spec.checkpoint, spec.base, device)
+            plugin = spec.plugin
+        if spec.decoder is not None:
+            load_decoder(sam, spec.decoder, force=force)
+    except CheckpointError as e:
+        raise SpecError(f"model SPEC {spec.text!r}: {e}") from None
+    if plugin is None:
+        model = StableSam(sam).to(device)
+        model.plugins_enabled = False
+        return model
+    try:
+        return attach_plugin(sam, plugin, force=force)
+    except CheckpointError as e:
+        raise SpecError(f"model SPEC {spec.text!r}: {e}") from None
+
+
+def build_segmenter(
+    spec: ModelSpec, cache: Optional[EmbeddingCache] = None, device: Optional[str] = None,
+    force: bool = False, seed: int = 0,
+) -> Segmenter:
+    if spec.base == "grabcut":
+        return GrabCutSegmenter(seed=seed)
+    return SamSegmenter(spec.name, build_model(spec, device, force), cache)

@@ -1,0 +1,198 @@
+"""What `stablesam eval` writes: results.json, results.md, per_object.csv and two figures."""
+
+import csv
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from .evaluation import EvalResult
+from .prompts import parse_prompt
+
+METRICS = (("mIoU", "mIoU"), ("mBIoU", "mBIoU"), ("stability", "stability (mean pairwise IoU)"))
+
+
+def atomic_write(path: Path, write: Callable) -> None:
+    """write(f) into a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def markdown_tables(result: EvalResult, models: List[str]) -> str:
+    """One comparison table per dataset and metric, prompts as rows, models side by side."""
+    out = []
+    for ds in dict.fromkeys(r["dataset"] for r in result.rows):
+        rows = [r for r in result.rows if r["dataset"] == ds]
+        prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+        n = max(r["objects"] for r in rows)
+        out.append(f"### {ds} ({n} objects)\n")
+        for key, title in METRICS:
+            out.append(f"**{title}**\n")
+            out.append("| prompt | " + " | ".join(models) + " |")
+            out.append("|---|" + "---|" * len(models))
+            for prompt in prompts:
+                cells = []
+                for m in models:
+                    r = next((r for r in rows if r["model"] == m and r["prompt"] == prompt), None)
+                    v = None if r is None else r[key]
+                    cells.append("—" if v is None else f"{v:.3f}")
+                out.append(f"| {prompt} | " + " | ".join(cells) + " |")
+            means = []
+            for m in models:
+                vals = [r[key] for r in rows if r["model"] == m and r[key] is not None]
+                means.append(f"{np.mean(vals):.3f}" if vals else "—")
+            out.append("| *mean over prompts* | " + " | ".join(means) + " |\n")
+    if result.skipped:
+        notes = "; ".join(f"{m} cannot take {', '.join(p)}" for m, p in result.skipped.items())
+        out.append(f"— : no row (the model cannot take that prompt type: {notes}). "
+                   "Stability needs K > 1 prompts, so gt-box (one prompt) has none.\n")
+    return "\n".join(out)
+
+
+def write_csv(path: Path, objects: List[Dict]) -> None:
+    buf = io.StringIO()
+    fields = ["model", "dataset", "object", "prompt", "iou", "biou", "stability", "n"]
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    for o in objects:
+        writer.writerow({k: ("" if o[k] is None else o[k]) for k in fields})
+    write_text(path, buf.getvalue())
+
+
+def save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)
+
+
+def noise_curve(result: EvalResult, models: List[str], path: Path) -> bool:
+    """mIoU and stability vs box-noise scale, one line per model (datasets averaged)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def scale(prompt: str) -> Optional[float]:
+        p = parse_prompt(prompt)
+        return 0.0 if p.kind == "gt-box" else (p.value if p.kind == "noisy-box" else None)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    drawn = False
+    for m in models:
+        for ax, key in zip(axes, ("mIoU", "stability")):
+            pts: Dict[float, List[float]] = {}
+            for r in result.rows:
+                s = scale(r["prompt"])
+                if r["model"] == m and s is not None and r[key] is not None:
+                    pts.setdefault(s, []).append(r[key])
+            if len(pts) >= 1:
+                xs = sorted(pts)
+                ax.plot(xs, [np.mean(pts[x]) for x in xs], marker="o", label=m)
+                drawn = True
+    if not drawn:
+        plt.close(fig)
+        return False
+    for ax, title in zip(axes, ("mIoU", "stability (mean pairwise IoU of the K masks)")):
+        ax.set_xlabel("box noise scale s (0 = ground-truth box)")
+        ax.set_title(title)
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    save_figure(fig, path)
+    return True
+
+
+def draw_prompt(ax, prompts) -> None:
+    if prompts.boxes is not None:
+        from matplotlib.patches import Rectangle
+
+        x0, y0, x1, y1 = prompts.boxes[0]
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=2))
+    if prompts.point_coords is not None:
+        pts, lab = prompts.point_coords[0], prompts.point_labels[0]
+        ax.scatter(pts[lab == 1, 0], pts[lab == 1, 1], c="lime", s=60, edgecolors="black", marker="*")
+        ax.scatter(pts[lab == 0, 0], pts[lab == 0, 1], c="red", s=60, edgecolors="black", marker="*")
+
+
+def view_window(mask: np.ndarray, prompts, margin: float = 0.35) -> tuple:
+    """(x0, y0, x1, y1) around the object and its prompt, so small objects stay visible."""
+    ys, xs = np.nonzero(mask)
+    xs, ys = list(xs), list(ys)
+    if prompts.boxes is not None:
+        xs += [prompts.boxes[0][0], prompts.boxes[0][2]]; ys += [prompts.boxes[0][1], prompts.boxes[0][3]]
+    if prompts.point_coords is not None:
+        xs += list(prompts.point_coords[0][:, 0]); ys += list(prompts.point_coords[0][:, 1])
+    h, w = mask.shape
+    x0, x1, y0, y1 = min(xs), max(xs), min(ys), max(ys)
+    side = max(x1 - x0, y1 - y0, 32) * (1 + 2 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return (max(-0.5, cx - side / 2), max(-0.5, cy - side / 2),
+            min(w - 0.5, cx + side / 2), min(h - 0.5, cy + side / 2))
+
+
+def example_sheet(result: EvalResult, models: List[str], path: Path) -> bool:
+    """Rows: (object, prompt); columns: ground truth with the prompt, then each model's mask."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [(ex, p) for ex in result.examples for p in ex["prompts"]]
+    if not rows:
+        return False
+    cols = 1 + len(models)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.6 * cols, 2.2 * len(rows)), squeeze=False)
+    for r, (ex, prompt) in enumerate(rows):
+        panels = [("ground truth", ex["mask"])] + [(m, ex["pred"].get((m, prompt))) for m in models]
+        window = view_window(ex["mask"], ex["prompts"][prompt])
+        for c, (title, mask) in enumerate(panels):
+            ax = axes[r, c]
+            ax.imshow(ex["image"])
+            if mask is not None:
+                overlay = np.zeros((*mask.shape, 4))
+                overlay[mask] = (0.1, 0.4, 1.0, 0.55)
+                ax.imshow(overlay)
+                draw_prompt(ax, ex["prompts"][prompt])
+            else:
+                ax.text(0.5, 0.5, "cannot take\nthis prompt", ha="center", va="center",
+                        transform=ax.transAxes, color="white", backgroundcolor="black")
+            ax.set_xlim(window[0], window[2]); ax.set_ylim(window[3], window[1])
+            ax.set_xticks([]); ax.set_yticks([])
+            ax.set_title(title if r == 0 else "", fontsize=8)
+            if c == 0:
+                ax.set_ylabel(f"{ex['name'][:18]}\n{prompt}", fontsize=7)
+    save_figure(fig, path)
+    return True
+
+
+def write_reports(result: EvalResult, models: List[str], out: Path, meta: Dict) -> Dict[str, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "json": out / "results.json", "md": out / "results.md", "csv": out / "per_object.csv",
+        "curve": out / "noise_curve.png", "examples": out / "examples.png",
+    }
+    write_text(files["json"], json.dumps({"rows": result.rows, **meta, "skipped": result.skipped}, indent=2))
+    header = f"Command: `{meta['command']}`\n\nK = {meta['samples']} prompts per object and prompt type, seed {meta['seed']}.\n\n"
+    write_text(files["md"], header + markdown_tables(result, models))
+    write_csv(files["csv"], result.objects)
+    if not noise_curve(result, models, files["curve"]):
+        files.pop("curve")
+    if not example_sheet(result, models, files["examples"]):
+        files.pop("examples")
+    return files
