@@ -81,3 +81,18 @@ def test_predict_batch_bad_input(predictors):
         pred.predict_batch()
     with pytest.raises(TypeError, match="StableSam"):
         StableSamPredictor(pred.model)
+
+
+def test_max_batch_does_not_change_results(predictors):
+    _, pred = predictors
+    boxes = np.array([[10, 10, 90, 80], [30, 5, 160, 110], [0, 0, 179, 119], [50, 40, 60, 50], [5, 60, 100, 118]], float)
+    ref = pred.predict_batch(boxes=boxes, max_batch=5, return_logits=True)
+    alpha = pred.routing["alpha"]
+    for mb in (1, 2, 4):
+        out = pred.predict_batch(boxes=boxes, max_batch=mb, return_logits=True)
+        for a, b in zip(ref, out):
+            np.testing.assert_allclose(a, b, atol=1e-4)
+        np.testing.assert_allclose(pred.routing["alpha"], alpha, atol=1e-6)
+    pred.stable.plugins_enabled = False
+    pred.predict_batch(boxes=boxes)
+    assert pred.routing["alpha"] is None
