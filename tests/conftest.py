@@ -1,35 +1,23 @@
-from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+from segment_anything.modeling import Sam
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+SMALL_ARCH = {"encoder": "vit", "img_size": 256, "patch_size": 16, "embed_dim": 32, "depth": 1, "num_heads": 2}
 
 
 def build_small_sam(seed: int = 0, img_size: int = 256) -> Sam:
     """A random-init Sam with a one-block ViT encoder and SAM's standard prompt encoder and
     256-d decoder: the smallest SAM that exercises every plugin code path."""
+    from stablesam.modeling.small_sam import build_small_sam as build
+
     torch.manual_seed(seed)
-    grid = img_size // 16
-    sam = Sam(
-        image_encoder=ImageEncoderViT(
-            img_size=img_size, patch_size=16, embed_dim=32, depth=1, num_heads=2,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), out_chans=256,
-        ),
-        prompt_encoder=PromptEncoder(
-            embed_dim=256, image_embedding_size=(grid, grid),
-            input_image_size=(img_size, img_size), mask_in_chans=16,
-        ),
-        mask_decoder=MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=TwoWayTransformer(depth=2, embedding_dim=256, mlp_dim=2048, num_heads=8),
-            transformer_dim=256, iou_head_depth=3, iou_head_hidden_dim=256,
-        ),
-    )
-    return sam.eval()
+    return build({**SMALL_ARCH, "img_size": img_size})
 
 
 @pytest.fixture

@@ -260,3 +260,33 @@ def load_decoder(sam: Sam, path: PathLike, force: bool = False) -> None:
         sam.mask_decoder.load_state_dict(obj["state_dict"])
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f"{path}: decoder weights do not fit this SAM: {str(e).splitlines()[0]}") from None
+
+
+SAM_FILE_FORMAT = "stablesam-sam"
+
+
+def save_sam_file(sam: Sam, arch: Dict[str, Any], path: PathLike, meta: Optional[Dict[str, Any]] = None) -> None:
+    """A self-describing SAM file: architecture dict + state dict (the embedded model's format)."""
+    atomic_torch_save(
+        {"format": SAM_FILE_FORMAT, "format_version": 1, "arch": dict(arch),
+         "state_dict": {k: v.detach().cpu() for k, v in sam.state_dict().items()}, "meta": dict(meta or {})},
+        path,
+    )
+
+
+def load_sam_file(path: PathLike, device: Union[str, torch.device] = "cpu") -> Sam:
+    """Build the Sam a stablesam SAM file describes and load its weights."""
+    from .modeling.small_sam import build_small_sam
+
+    obj = read_weights(path, device)
+    if obj.get("format") != SAM_FILE_FORMAT:
+        raise CheckpointError(f"{path}: not a stablesam SAM file (no '{SAM_FILE_FORMAT}' marker)")
+    try:
+        sam = build_small_sam(obj["arch"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: bad architecture {obj.get('arch')}: {e}") from None
+    problem = describe_mismatch(sam, obj["state_dict"], "described by the file", path)
+    if problem:
+        raise CheckpointError(problem)
+    sam.load_state_dict(obj["state_dict"])
+    return sam.to(device).eval()

@@ -157,6 +157,133 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def init_distributed(device_arg: Optional[str]):
+    """torchrun sets WORLD_SIZE/RANK/LOCAL_RANK: join the process group (NCCL on GPUs, gloo on
+    CPUs). Returns (device, rank, world)."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    cuda = torch.cuda.is_available() and (device_arg is None or device_arg.startswith("cuda"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if cuda:
+        device = f"cuda:{local}" if world > 1 else (device_arg or "cuda")
+        torch.cuda.set_device(torch.device(device))
+    else:
+        device = device_arg or "cpu"
+    rank = dist.get_rank() if world > 1 else 0
+    return device, rank, world
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import math
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+
+    from .cache import EmbeddingCache, default_cache_dir
+    from .modeling import PluginConfig, StableSam
+    from .models import SpecError, build_model, parse_model_spec
+    from .rts import RtsMixture
+    from .training import ResumeMismatch, TrainConfig, TrainingError, prepare_objects, train
+
+    if args.batch_size < 1 or args.lr <= 0 or (args.steps is not None and args.steps < 1) or \
+            (args.epochs is not None and args.epochs <= 0) or args.checkpoint_every < 1:
+        raise UsageError("--batch-size, --steps, --epochs, --checkpoint-every and --lr must be positive")
+    try:
+        spec = parse_model_spec(args.model)
+        if spec.base == "grabcut":
+            raise SpecError("grabcut has nothing to train")
+        mixture = RtsMixture.parse(args.rts_mixture) if args.rts_mixture else RtsMixture()
+        plugin_config = PluginConfig(offset_range=args.offset_range, sampled_pe=args.sampled_pe,
+                                     routing_token=args.routing_token, use_routing=not args.no_drp)
+    except (SpecError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} exists and is not a folder")
+    if (out / "checkpoint.pt").exists() and not args.resume:
+        raise UsageError(f"{out} already holds a training run; pass --resume to continue it or pick another --out")
+    datasets = open_datasets(args)
+    device, rank, world = init_distributed(args.device)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    try:
+        model = build_model(spec, device, args.force)
+    except SpecError as e:
+        raise UsageError(str(e)) from None
+    if args.tune == "plugins" and not model.plugins_enabled:  # fresh plugins with the asked config
+        model.remove_hooks()
+        torch.manual_seed(args.seed)
+        model = StableSam(model.sam, plugin_config).to(device)
+    cache = EmbeddingCache(None if args.no_cache else (args.cache or default_cache_dir()))
+    if world > 1 and rank != 0:
+        dist.barrier()  # rank 0 fills the embedding cache first
+    objects = prepare_objects(datasets, model, cache, progress=rank == 0)
+    if world > 1 and rank == 0:
+        dist.barrier()
+    if not objects:
+        raise UsageError("the training data holds no usable object (see the warnings above)")
+    steps = args.steps if args.steps is not None else math.ceil((args.epochs or 1) * math.ceil(len(objects) / args.batch_size))
+    config = TrainConfig(
+        model=spec.text, data=[str(Path(p).resolve().name) for p in args.data], tune=args.tune, total_steps=steps,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, rts=not args.no_rts, mixture=mixture.to_dict(),
+        plugin=model.config.to_dict(), checkpoint_every=args.checkpoint_every,
+    )
+    if rank == 0:
+        trainable = sum(p.numel() for p in (model.plugin_parameters() if args.tune == "plugins"
+                                            else model.sam.mask_decoder.parameters()))
+        print(f"training {args.tune} ({trainable:,} parameters) of {spec.text} on {len(objects)} objects, "
+              f"{steps} steps of {args.batch_size}, {world} process(es) on {device}; "
+              f"encoder runs: {cache.encoder_calls}")
+    try:
+        result = train(model, objects, config, out, resume=args.resume, progress=rank == 0, base_name=spec.base_name)
+    except ResumeMismatch as e:
+        raise UsageError(str(e)) from None
+    except TrainingError as e:
+        print(f"stablesam train: error: {e}", file=sys.stderr)
+        return 1
+    if rank == 0:
+        print(f"wrote {result['files']['weights']} (final loss {result['log'][-1]['loss']:.4f})"
+              if result["log"] else f"wrote {result['files']['weights']}")
+        if args.val:
+            validate(args, spec, out, result["files"]["weights"], device)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return 0
+
+
+def validate(args: argparse.Namespace, spec, out, weights, device) -> None:
+    """A short eval of the base and the trained weights on --val data, printed and saved."""
+    from pathlib import Path
+
+    from .cache import EmbeddingCache, default_cache_dir
+    from .evaluation import EvalConfig, evaluate
+    from .models import build_segmenter, parse_model_spec
+    from .prompts import parse_prompts
+    from .reports import markdown_tables, write_reports
+
+    base_text = "tiny-sam" if spec.base == "tiny-stable-sam" else spec.text.split("+")[0]
+    trained = parse_model_spec(f"{base_text}+{'plugin' if args.tune == 'plugins' else 'decoder'}={weights}")
+    specs = [parse_model_spec(base_text), trained]
+    cache = EmbeddingCache(None if args.no_cache else (args.cache or default_cache_dir()))
+    segs = [build_segmenter(s, cache, device, args.force) for s in specs]
+    val_args = argparse.Namespace(**{**vars(args), "data": args.val, "split": args.val_split})
+    config = EvalConfig(parse_prompts(args.val_prompts), args.val_samples, args.seed, args.val_limit)
+    result = evaluate(open_datasets(val_args), segs, config)
+    meta = {"samples": args.val_samples, "seed": args.seed, "command": "stablesam " + " ".join(args.argv),
+            "versions": {"stablesam": __version__}}
+    write_reports(result, [s.name for s in segs], Path(out) / "val", meta)
+    print(markdown_tables(result, [s.name for s in segs]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stablesam",
@@ -186,6 +313,41 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     ev.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
     ev.set_defaults(func=cmd_eval)
+
+    tr = sub.add_parser("train", help="train the Stable-SAM plugins (or the decoder, DT baseline) with RTS",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="Scale out with torchrun: torchrun --nproc_per_node N -m stablesam train ...")
+    add_data_options(tr)
+    tr.add_argument("--model", default="tiny-sam", metavar="SPEC", help="the SAM to adapt (default tiny-sam)")
+    tr.add_argument("--out", required=True, metavar="DIR", help="weights, config, log, loss curve, checkpoint")
+    tr.add_argument("--tune", choices=["plugins", "decoder"], default="plugins",
+                    help="plugins: Stable-SAM's DSP + DRP only; decoder: the whole mask decoder (DT baseline)")
+    length = tr.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=float, default=None, help="passes over the objects (default 1)")
+    length.add_argument("--steps", type=int, default=None, help="optimizer steps (instead of --epochs)")
+    tr.add_argument("--batch-size", type=int, default=8, help="objects per step, over all processes (default 8)")
+    tr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    tr.add_argument("--checkpoint-every", type=int, default=50, metavar="N", help="steps between checkpoints")
+    tr.add_argument("--no-rts", action="store_true", help="ablation: ground-truth boxes only")
+    tr.add_argument("--rts-mixture", default=None,
+                    help="prompt mixture, e.g. gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15 (the default)")
+    tr.add_argument("--no-drp", action="store_true", help="ablation: DSP without DRP (fixed α = 0.5, 0.5)")
+    tr.add_argument("--offset-range", type=float, default=4.0, help="max |Δp| in embedding cells (default 4)")
+    tr.add_argument("--sampled-pe", action="store_true", help="sample the PE at p + Δp too (default: grid PE)")
+    tr.add_argument("--routing-token", choices=["mask", "iou", "mean"], default="mask",
+                    help="output token driving the DRP (default: the single-mask token)")
+    tr.add_argument("--val", nargs="+", default=None, metavar="PATH", help="datasets for a short eval at the end")
+    tr.add_argument("--val-split", default=None, metavar="FILE", help="split list for --val")
+    tr.add_argument("--val-prompts", default="gt-box,noisy-box@0.4,points@1,points@3")
+    tr.add_argument("--val-samples", type=int, default=5)
+    tr.add_argument("--val-limit", type=int, default=None)
+    tr.add_argument("--cache", default=None, metavar="DIR", help="embedding cache folder")
+    tr.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
+    tr.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    tr.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
+    tr.set_defaults(func=cmd_train)
     return parser
 
 

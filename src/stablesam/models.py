@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from .cache import EmbeddingCache
-from .checkpoints import MODEL_TYPES, CheckpointError, attach_plugin, load_decoder, load_official_sam
+from .checkpoints import (
+    MODEL_TYPES, CheckpointError, attach_plugin, load_decoder, load_official_sam, load_sam_file,
+)
 from .modeling import StableSam
 from .predictor import StableSamPredictor
 from .prompts import Prompts
@@ -19,6 +21,7 @@ EMBEDDED = ("tiny-sam", "tiny-stable-sam")
 DEFAULT_SPEC = "tiny-stable-sam"
 ACCEPTED = """accepted model SPECs:
   vit_b:PATH, vit_l:PATH, vit_h:PATH   SAM from an official checkpoint (plugins off)
+  sam:PATH                             SAM from a stablesam SAM file (architecture + weights)
   tiny-sam, tiny-stable-sam            the embedded base model / the embedded Stable-SAM
   SPEC+plugin=PATH                     Stable-SAM: that SAM with the plugin file at PATH
   SPEC+decoder=PATH                    that SAM with decoder-tuned weights (DT baseline)
@@ -32,7 +35,7 @@ class SpecError(ValueError):
 @dataclass(frozen=True)
 class ModelSpec:
     text: str
-    base: str  # vit_b | vit_l | vit_h | tiny-sam | tiny-stable-sam | grabcut
+    base: str  # vit_b | vit_l | vit_h | sam | tiny-sam | tiny-stable-sam | grabcut
     checkpoint: Optional[Path] = None
     plugin: Optional[Path] = None
     decoder: Optional[Path] = None
@@ -40,6 +43,13 @@ class ModelSpec:
     @property
     def name(self) -> str:
         return self.text
+
+    @property
+    def base_name(self) -> str:
+        """What a plugin trained on this SPEC records as its base (e.g. 'vit_b:sam_vit_b.pth')."""
+        if self.checkpoint is not None:
+            return f"{self.base}:{self.checkpoint.name}"
+        return "tiny-sam" if self.base in EMBEDDED else self.base
 
 
 def parse_model_spec(text: str) -> ModelSpec:
@@ -50,7 +60,7 @@ def parse_model_spec(text: str) -> ModelSpec:
         raise SpecError(f"model SPEC {text!r} names +plugin or +decoder twice\n{ACCEPTED}")
     base, sep, path = head.partition(":")
     checkpoint = None
-    if base in MODEL_TYPES and sep:
+    if base in MODEL_TYPES + ("sam",) and sep:
         checkpoint = Path(path)
     elif base == "grabcut" and not sep:
         if extras:
@@ -158,6 +168,8 @@ def build_model(spec: ModelSpec, device: Optional[str] = None, force: bool = Fal
 
             sam, default_plugin = load_embedded_sam(device)
             plugin = default_plugin if spec.base == "tiny-stable-sam" else spec.plugin
+        elif spec.base == "sam":
+            sam, plugin = load_sam_file(spec.checkpoint, device), spec.plugin
         else:
             sam = load_official_sam(spec.checkpoint, spec.base, device)
             plugin = spec.plugin

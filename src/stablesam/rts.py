@@ -1,0 +1,81 @@
+"""Robust Training Strategy: a mixture of prompt qualities for every training object.
+
+The default mixture trains on what Stable-SAM is for (noisy boxes, sparse clicks) while
+keeping ground-truth boxes in the mix so that good prompts stay good:
+  gt-box 0.2, noisy-box 0.4 (scale ~ U(0, 0.5]), points 0.25 (1..5 clicks),
+  box+points 0.15 (a noisy box plus 1..5 clicks).
+Whatever the prompt, the target is the whole-object mask (a click on a part is supervised
+with the whole object).
+"""
+
+from dataclasses import asdict, dataclass
+from typing import Dict, Tuple
+
+import numpy as np
+
+from .prompts import Prompts, mask_to_box, noisy_boxes, point_labels, sample_points
+
+KINDS = ("gt-box", "noisy-box", "points", "box+points")
+
+
+@dataclass(frozen=True)
+class RtsMixture:
+    gt_box: float = 0.2
+    noisy_box: float = 0.4
+    points: float = 0.25
+    box_points: float = 0.15
+    max_noise: float = 0.5  # noisy-box scale drawn from U(0, max_noise]
+    max_points: int = 5  # clicks drawn from 1..max_points
+
+    def __post_init__(self) -> None:
+        rates = self.rates()
+        if any(r < 0 for r in rates.values()) or sum(rates.values()) <= 0:
+            raise ValueError(f"RTS rates must be >= 0 with a positive sum, got {rates}")
+        if self.max_noise < 0 or self.max_points < 1:
+            raise ValueError("RTS needs max_noise >= 0 and max_points >= 1")
+
+    def rates(self) -> Dict[str, float]:
+        """Normalised rate of each prompt kind."""
+        raw = dict(zip(KINDS, (self.gt_box, self.noisy_box, self.points, self.box_points)))
+        total = sum(raw.values())
+        return {k: v / total for k, v in raw.items()} if total > 0 else raw
+
+    def to_dict(self) -> Dict:
+        return asdict(self)
+
+    @classmethod
+    def parse(cls, text: str) -> "RtsMixture":
+        """'gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15' (missing kinds get 0)."""
+        names = dict(zip(KINDS, ("gt_box", "noisy_box", "points", "box_points")))
+        values = {v: 0.0 for v in names.values()}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            key, _, value = part.partition("=")
+            if key not in names:
+                raise ValueError(f"unknown RTS prompt kind {key!r}; accepted: {', '.join(KINDS)}")
+            try:
+                values[names[key]] = float(value)
+            except ValueError:
+                raise ValueError(f"bad rate {value!r} for {key!r} in {text!r}") from None
+        return cls(**values)
+
+
+GT_BOX_ONLY = RtsMixture(gt_box=1.0, noisy_box=0.0, points=0.0, box_points=0.0)
+
+
+def sample_rts_prompt(mask: np.ndarray, mixture: RtsMixture, rng: np.random.Generator) -> Tuple[str, Prompts]:
+    """One training prompt for a (H, W) mask: (kind, Prompts with one prompt)."""
+    rates = mixture.rates()
+    kind = KINDS[rng.choice(len(KINDS), p=np.array([rates[k] for k in KINDS]))]
+    box = mask_to_box(mask)
+    if kind == "gt-box":
+        return kind, Prompts(boxes=box[None])
+    if kind in ("noisy-box", "box+points"):
+        scale = mixture.max_noise * (1.0 - rng.random())  # U(0, max]
+        box = noisy_boxes(box, scale, 1, rng, mask.shape[:2])
+        if kind == "noisy-box":
+            return kind, Prompts(boxes=box)
+    k = int(rng.integers(1, mixture.max_points + 1))
+    coords = sample_points(mask, k, 1, rng)
+    if kind == "points":
+        return kind, Prompts(point_coords=coords, point_labels=point_labels(1, k))
+    return kind, Prompts(boxes=box, point_coords=coords, point_labels=point_labels(1, k))

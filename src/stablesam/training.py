@@ -1,0 +1,283 @@
+"""`stablesam train`: the plugins (Stable-SAM) or the whole decoder (DT baseline) on cached
+embeddings, resumable, on one process or many (torchrun + DistributedDataParallel)."""
+
+import csv
+import io
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from segment_anything.utils.transforms import ResizeLongestSide
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from .cache import EmbeddingCache
+from .checkpoints import atomic_torch_save, base_fingerprint, read_weights, save_decoder, save_plugin
+from .modeling import StableSam
+from .prompts import object_rng
+from .reports import save_figure, write_text
+from .rts import GT_BOX_ONLY, RtsMixture, sample_rts_prompt
+
+CHECKPOINT_FORMAT = "stablesam-train-checkpoint"
+RESUME_KEYS = ("tune", "batch_size", "lr", "seed", "rts", "mixture", "plugin", "data", "model", "total_steps")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot start or cannot go on; the message says why."""
+
+
+class ResumeMismatch(TrainingError):
+    """--resume found a checkpoint of a different run."""
+
+
+@dataclass
+class TrainConfig:
+    model: str
+    data: List[str]
+    tune: str = "plugins"  # plugins | decoder
+    total_steps: int = 0
+    batch_size: int = 8
+    lr: float = 1e-3
+    seed: int = 0
+    rts: bool = True
+    mixture: Dict = field(default_factory=lambda: RtsMixture().to_dict())
+    plugin: Dict = field(default_factory=dict)
+    dice_weight: float = 1.0
+    checkpoint_every: int = 50
+
+
+@dataclass
+class TrainObject:
+    """One training object, ready for decoder passes."""
+
+    name: str
+    embedding: torch.Tensor  # (1, C, h, w)
+    target: torch.Tensor  # (1, 1, 4h, 4w) whole-object mask in the low-res logit frame, soft
+    mask_bits: np.ndarray  # np.packbits of the (H, W) mask
+    shape: tuple  # (H, W)
+
+    def mask(self) -> np.ndarray:
+        h, w = self.shape
+        return np.unpackbits(self.mask_bits, count=h * w).reshape(h, w).astype(bool)
+
+
+def low_res_target(mask: np.ndarray, img_size: int, low: tuple) -> torch.Tensor:
+    """(H, W) mask -> (1, 1, *low) soft mask in SAM's padded input frame, area-downsampled."""
+    h, w = mask.shape
+    nh, nw = ResizeLongestSide.get_preprocess_shape(h, w, img_size)
+    t = torch.from_numpy(mask.astype(np.float32))[None, None]
+    t = F.interpolate(t, (nh, nw), mode="bilinear", align_corners=False)
+    t = F.pad(t, (0, img_size - nw, 0, img_size - nh))
+    return F.interpolate(t, low, mode="area")
+
+
+def prepare_objects(datasets: Sequence, model: StableSam, cache: EmbeddingCache, progress: bool) -> List[TrainObject]:
+    """Embeddings (through the cache: the encoder runs at most once per image) and targets."""
+    sam = model.sam
+    low = tuple(sam.prompt_encoder.mask_input_size)
+    objects = []
+    for ds in datasets:
+        for i in tqdm(range(len(ds)), desc=f"prepare {ds.name}", unit="obj", disable=not progress):
+            sample = ds.load(i)
+            if sample is None:
+                continue
+            emb = cache.get(sam, sample.image).features.detach().cpu()
+            objects.append(TrainObject(
+                f"{ds.name}/{sample.name}", emb, low_res_target(sample.mask, sam.image_encoder.img_size, low),
+                np.packbits(sample.mask.ravel()), sample.mask.shape,
+            ))
+    return objects
+
+
+def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    p = torch.sigmoid(logits).flatten(1)
+    t = target.flatten(1)
+    return (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).mean()
+
+
+class TrainStep(nn.Module):
+    """Loss of one step's objects; what DistributedDataParallel wraps. Registers only the
+    modules a step uses (not the image encoder), so DDP syncs just those."""
+
+    def __init__(self, model: StableSam, dice_weight: float):
+        super().__init__()
+        self.dsp, self.drp = model.dsp, model.drp
+        self.prompt_encoder, self.mask_decoder = model.sam.prompt_encoder, model.sam.mask_decoder
+        object.__setattr__(self, "model", model)  # not a submodule
+        self.dice_weight = dice_weight
+        self.transform = ResizeLongestSide(model.sam.image_encoder.img_size)
+
+    def forward(self, items: List) -> torch.Tensor:
+        device = self.model.device
+        losses = []
+        for obj, prompts in items:
+            points = boxes = None
+            if prompts.point_coords is not None:
+                c = self.transform.apply_coords(prompts.point_coords, obj.shape)
+                points = (torch.as_tensor(c, dtype=torch.float, device=device),
+                          torch.as_tensor(prompts.point_labels, dtype=torch.int, device=device))
+            if prompts.boxes is not None:
+                b = self.transform.apply_boxes(prompts.boxes, obj.shape)
+                boxes = torch.as_tensor(b, dtype=torch.float, device=device)
+            logits, _ = self.model.decode(obj.embedding.to(device), points, boxes, multimask_output=False)
+            target = obj.target.to(device)
+            losses.append(F.binary_cross_entropy_with_logits(logits, target) + self.dice_weight * dice_loss(logits, target))
+        return torch.stack(losses).mean()
+
+
+def step_items(objects: List[TrainObject], step: int, config: TrainConfig, rank: int, world: int) -> List:
+    """The (object, prompt) pairs of one step for one rank: a pure function of (seed, step), so
+    a resumed or sharded run sees exactly what an uninterrupted single process sees."""
+    n, b = len(objects), config.batch_size
+    per_epoch = math.ceil(n / b)
+    epoch, k = divmod(step, per_epoch)
+    order = object_rng(config.seed, "epoch", epoch).permutation(n)
+    picks = [order[(k * b + j) % n] for j in range(b)]  # the last batch wraps around
+    mixture = RtsMixture(**config.mixture) if config.rts else GT_BOX_ONLY
+    items = []
+    for j in range(rank, b, world):
+        obj = objects[picks[j]]
+        _, prompts = sample_rts_prompt(obj.mask(), mixture, object_rng(config.seed, "prompt", step, j))
+        items.append((obj, prompts))
+    return items
+
+
+def trainable_state(model: StableSam, tune: str) -> Dict[str, torch.Tensor]:
+    if tune == "plugins":
+        return model.plugin_state_dict()
+    return {k: v.detach().clone() for k, v in model.sam.mask_decoder.state_dict().items()}
+
+
+def load_trainable_state(model: StableSam, tune: str, state: Dict[str, torch.Tensor]) -> None:
+    if tune == "plugins":
+        model.load_plugin_state_dict(state)
+    else:
+        model.sam.mask_decoder.load_state_dict(state)
+
+
+def set_trainable(model: StableSam, tune: str) -> List[nn.Parameter]:
+    model.sam.requires_grad_(False)
+    if tune == "plugins":
+        model.plugins_enabled = True
+        params = list(model.plugin_parameters())
+        for p in params:
+            p.requires_grad_(True)
+    else:  # DT baseline: the whole mask decoder, plugins off
+        model.plugins_enabled = False
+        for p in model.plugin_parameters():
+            p.requires_grad_(False)
+        params = list(model.sam.mask_decoder.parameters())
+        for p in params:
+            p.requires_grad_(True)
+    return params
+
+
+def write_log(out: Path, rows: List[Dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["step", "loss", "lr", "seconds"])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / "log.csv", buf.getvalue())
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = np.array([r["step"] for r in rows])
+    loss = np.array([r["loss"] for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, loss, alpha=0.35, label="loss")
+    if len(loss) >= 10:
+        w = max(5, len(loss) // 20)
+        ax.plot(steps[w - 1:], np.convolve(loss, np.ones(w) / w, mode="valid"), label=f"mean of {w}")
+    ax.set_xlabel("step"); ax.set_ylabel("BCE + Dice"); ax.grid(alpha=0.3); ax.legend()
+    save_figure(fig, out / "loss.png")
+
+
+def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out: Path,
+          resume: bool = False, progress: bool = True, base_name: str = "sam") -> Dict:
+    """Run (or resume) training; rank 0 writes the weights, config, log and checkpoints."""
+    distributed = dist.is_available() and dist.is_initialized()
+    rank, world = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    if config.batch_size % world:
+        raise TrainingError(f"--batch-size {config.batch_size} must be a multiple of the {world} processes")
+    if not objects:
+        raise TrainingError("no usable training objects")
+    fingerprint = base_fingerprint(model.sam)
+    params = set_trainable(model, config.tune)
+    step_module = TrainStep(model, config.dice_weight)
+    # The decoder's IoU head gets no gradient from the mask loss, hence find_unused_parameters.
+    runner = DistributedDataParallel(step_module, find_unused_parameters=config.tune == "decoder") \
+        if distributed else step_module
+    optimizer = torch.optim.Adam(params, lr=config.lr)
+    ckpt_path = out / "checkpoint.pt"
+    start, log, last_saved = 0, [], None
+    if resume and ckpt_path.is_file():
+        ckpt = read_weights(ckpt_path, "cpu")
+        saved = ckpt.get("config", {})
+        changed = [k for k in RESUME_KEYS if saved.get(k) != asdict(config).get(k)]
+        if ckpt.get("format") != CHECKPOINT_FORMAT or changed:
+            raise ResumeMismatch(f"{ckpt_path} belongs to another run (differs in: {', '.join(changed) or 'format'}); "
+                                "use another --out or drop --resume")
+        load_trainable_state(model, config.tune, ckpt["trainable"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start, log, last_saved = ckpt["step"], list(ckpt["log"]), ckpt["step"]
+    elif resume and rank == 0 and progress:
+        print(f"no checkpoint in {out}: starting from step 0")
+
+    def save_checkpoint(step: int) -> None:
+        nonlocal last_saved
+        last_saved = step
+        if rank == 0:
+            atomic_torch_save({"format": CHECKPOINT_FORMAT, "step": step, "config": asdict(config),
+                               "trainable": trainable_state(model, config.tune),
+                               "optimizer": optimizer.state_dict(), "log": log}, ckpt_path)
+
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text(out / "config.json", json.dumps({**asdict(config), "world_size": world,
+                                                    "objects": len(objects), "base": base_name}, indent=2))
+    bar = tqdm(range(start, config.total_steps), initial=start, total=config.total_steps,
+               desc=f"train {config.tune}", unit="step", disable=not progress or rank > 0)
+    t0 = time.time()
+    for step in bar:
+        loss = runner(step_items(objects, step, config, rank, world))
+        value = loss.detach().clone()
+        if distributed:
+            dist.all_reduce(value)
+            value /= world
+        if not torch.isfinite(value):
+            kept = f"the last good checkpoint (step {last_saved}) is intact at {ckpt_path}" if last_saved \
+                else "no checkpoint had been written yet"
+            raise TrainingError(f"loss is {value.item()} at step {step + 1}: training stopped; {kept}. "
+                                "Try a lower --lr.")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        log.append({"step": step + 1, "loss": float(value), "lr": config.lr, "seconds": round(time.time() - t0, 3)})
+        bar.set_postfix(loss=f"{float(value):.4f}")
+        if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.total_steps:
+            save_checkpoint(step + 1)
+    files = {}
+    if rank == 0:
+        meta = {"steps": config.total_steps, "tune": config.tune, "data": config.data, "seed": config.seed,
+                "batch_size": config.batch_size, "lr": config.lr, "rts": config.rts, "world_size": world}
+        if config.tune == "plugins":
+            files["weights"] = out / "plugin.pt"
+            save_plugin(model, files["weights"], base_name=base_name, meta=meta)
+        else:
+            files["weights"] = out / "decoder.pt"
+            save_decoder(model.sam, files["weights"], base_name, fingerprint, meta=meta)
+        save_checkpoint(config.total_steps)
+        if log:
+            write_log(out, log)
+    return {"files": files, "log": log, "rank": rank}
