@@ -7,10 +7,18 @@ from typing import List, Optional
 from . import __version__
 
 
+def package_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     import platform
 
-    import segment_anything  # noqa: F401
     import torch
     import torchvision
 
@@ -20,12 +28,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from .modeling.deformable_sampling import DeformableSamplingPlugin
     from .modeling.dynamic_routing import DynamicRoutingPlugin
 
-    try:
-        from importlib.metadata import version
-
-        sam_version = version("segment-anything")
-    except Exception:  # pragma: no cover - metadata missing in odd installs
-        sam_version = "unknown"
+    sam_version = package_version("segment-anything")
     config = PluginConfig()
     dsp = DeformableSamplingPlugin(config.embed_dim, config.kernel_size, config.offset_range)
     drp = DynamicRoutingPlugin(config.embed_dim, config.routing_hidden)
@@ -143,10 +146,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate(datasets, segmenters, config)
     if not result.rows:
         raise UsageError("no object could be evaluated (see the warnings above)")
-    import segment_anything  # noqa: F401
-
     versions = {"stablesam": __version__, "torch": torch.__version__, "numpy": np.__version__,
-                "python": platform.python_version()}
+                "segment-anything": package_version("segment-anything"), "python": platform.python_version()}
     meta = {"samples": args.samples, "seed": args.seed, "prompts": [p.name for p in prompts],
             "command": "stablesam " + shlex.join(args.argv), "versions": versions,
             "multimask": args.multimask}
@@ -294,11 +295,12 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="versions, buildable models, where weights are looked up")
     info.set_defaults(func=cmd_info)
 
+    from .models import ACCEPTED
     from .prompts import DEFAULT_PROMPTS
 
     ev = sub.add_parser("eval", help="prompt-robustness benchmark: models x datasets x prompt types",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
-                        epilog=__import__("stablesam.models", fromlist=["ACCEPTED"]).ACCEPTED)
+                        epilog=ACCEPTED)
     add_data_options(ev)
     ev.add_argument("--model", action="append", metavar="SPEC",
                     help="a model SPEC (repeat to compare; default tiny-stable-sam)")

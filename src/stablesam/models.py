@@ -1,6 +1,8 @@
 """Model SPECs (one syntax for eval, train, segment and demo) and the segmenters they build."""
 
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Set
@@ -124,39 +126,43 @@ class SamSegmenter(Segmenter):
 class GrabCutSegmenter(Segmenter):
     """OpenCV's GrabCut initialised from the box (5 iterations): the classic non-learned peer.
 
-    A box covering the whole image leaves GrabCut no background sample; the box itself is then
-    the prediction.
+    The n boxes run in parallel threads (OpenCV releases the GIL). A box covering the whole
+    image leaves GrabCut no background sample; the box itself is then the prediction.
     """
 
     name = "grabcut"
     kinds = {"gt-box", "noisy-box"}
 
-    def __init__(self, iterations: int = 5, seed: int = 0):
+    def __init__(self, iterations: int = 5, seed: int = 0, workers: Optional[int] = None):
         self.iterations = iterations
         self.seed = seed
+        self.workers = workers or os.cpu_count() or 1
         self.image: Optional[np.ndarray] = None
 
     def set_image(self, image: np.ndarray) -> None:
         self.image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
 
+    def _one(self, box: np.ndarray) -> np.ndarray:
+        h, w = self.image.shape[:2]
+        x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
+        x1, y1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
+        rect = (x0, y0, max(1, x1 - x0 + 1), max(1, y1 - y0 + 1))
+        mask = np.zeros((h, w), np.uint8)
+        cv2.setRNGSeed(self.seed)  # GrabCut's GMM init draws from OpenCV's (per-thread) RNG
+        try:
+            cv2.grabCut(self.image, mask, rect, np.zeros((1, 65)), np.zeros((1, 65)),
+                        self.iterations, cv2.GC_INIT_WITH_RECT)
+            return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
+        except cv2.error:
+            out = np.zeros((h, w), bool)
+            out[y0 : y1 + 1, x0 : x1 + 1] = True
+            return out
+
     def predict(self, prompts: Prompts, multimask: bool = False) -> np.ndarray:
         if prompts.boxes is None:
             raise ValueError("grabcut takes box prompts only")
-        h, w = self.image.shape[:2]
-        out = np.zeros((len(prompts.boxes), h, w), bool)
-        for i, box in enumerate(prompts.boxes):
-            x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
-            x1, y1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
-            rect = (x0, y0, max(1, x1 - x0 + 1), max(1, y1 - y0 + 1))
-            mask = np.zeros((h, w), np.uint8)
-            cv2.setRNGSeed(self.seed)  # GrabCut's GMM init uses OpenCV's global RNG
-            try:
-                cv2.grabCut(self.image, mask, rect, np.zeros((1, 65)), np.zeros((1, 65)),
-                            self.iterations, cv2.GC_INIT_WITH_RECT)
-                out[i] = (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
-            except cv2.error:
-                out[i, y0 : y1 + 1, x0 : x1 + 1] = True
-        return out
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(prompts.boxes))) as pool:
+            return np.stack(list(pool.map(self._one, prompts.boxes)))
 
 
 def build_model(spec: ModelSpec, device: Optional[str] = None, force: bool = False) -> StableSam:

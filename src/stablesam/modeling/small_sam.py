@@ -70,6 +70,7 @@ class ConvImageEncoder(nn.Module):
         kernel_size: int = 7,
         expansion: int = 2,
         out_chans: int = PROMPT_EMBED_DIM,
+        stem: str = "patch",
     ):
         super().__init__()
         if len(widths) != 3 or len(depths) != 3:
@@ -77,7 +78,12 @@ class ConvImageEncoder(nn.Module):
         if img_size % 16:
             raise ValueError(f"conv encoder img_size must be a multiple of 16, got {img_size}")
         self.img_size = img_size
-        layers = [conv_bn_act(3, widths[0] // 2, 2), conv_bn_act(widths[0] // 2, widths[0], 2)]
+        if stem == "patch":
+            layers = [nn.Conv2d(3, widths[0], 4, stride=4, bias=False), nn.BatchNorm2d(widths[0])]
+        elif stem == "conv":
+            layers = [conv_bn_act(3, widths[0] // 2, 2), conv_bn_act(widths[0] // 2, widths[0], 2)]
+        else:
+            raise ValueError(f"conv encoder stem must be 'patch' or 'conv', got {stem!r}")
         for i, (width, depth) in enumerate(zip(widths, depths)):
             if i > 0:
                 layers.append(conv_bn_act(widths[i - 1], width, 2))
@@ -91,7 +97,9 @@ class ConvImageEncoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.neck(self.trunk(x))
+        # channels_last: PyTorch's CPU backward of depth-wise convs is ~20x faster in this layout.
+        x = self.trunk(x.contiguous(memory_format=torch.channels_last))
+        return self.neck(x).contiguous()
 
 
 def build_image_encoder(arch: Dict[str, Any]) -> torch.nn.Module:
@@ -121,6 +129,7 @@ def build_image_encoder(arch: Dict[str, Any]) -> torch.nn.Module:
             kernel_size=arch.get("kernel_size", 7),
             expansion=arch.get("expansion", 2),
             out_chans=PROMPT_EMBED_DIM,
+            stem=arch.get("stem", "patch"),
         )
     raise ValueError(f"unknown image encoder {kind!r}; known: {', '.join(ENCODERS)}")
 
