@@ -175,20 +175,25 @@ def read_plugin(path: PathLike) -> Dict[str, Any]:
     return obj
 
 
+def check_base(sam: Sam, obj: Dict[str, Any], path: PathLike, force: bool, why: str) -> None:
+    """Refuse weights recorded for other base weights than `sam`'s, unless force."""
+    base = obj.get("base", {})
+    fingerprint = base_fingerprint(sam)
+    if not force and base.get("fingerprint") != fingerprint:
+        raise CheckpointError(
+            f"{path} was trained for base model {base.get('name', '?')!r} (fingerprint "
+            f"{base.get('fingerprint')}), but this SAM's weights have fingerprint {fingerprint}; "
+            f"{why}. Use force=True (CLI: --force) to load anyway."
+        )
+
+
 def attach_plugin(sam: Sam, path: PathLike, force: bool = False) -> StableSam:
     """Wrap `sam` in a StableSam carrying the plugin weights from `path`.
 
     Refuses a plugin trained for other base weights unless force=True.
     """
     plugin = read_plugin(path)
-    base = plugin.get("base", {})
-    fingerprint = base_fingerprint(sam)
-    if not force and base.get("fingerprint") != fingerprint:
-        raise CheckpointError(
-            f"{path} was trained for base model {base.get('name', '?')!r} (fingerprint "
-            f"{base.get('fingerprint')}), but this SAM's weights have fingerprint {fingerprint}; "
-            "plugins only help the SAM they were trained on. Use force=True (CLI: --force) to load anyway."
-        )
+    check_base(sam, plugin, path, force, "plugins only help the SAM they were trained on")
     model = StableSam(sam, plugin["config"])
     try:
         model.load_plugin_state_dict(plugin["state_dict"])
@@ -249,13 +254,7 @@ def load_decoder(sam: Sam, path: PathLike, force: bool = False) -> None:
     obj = read_weights(path, "cpu")
     if obj.get("format") != DECODER_FORMAT:
         raise CheckpointError(f"{path}: not a stablesam decoder file (no '{DECODER_FORMAT}' marker)")
-    base = obj.get("base", {})
-    fingerprint = base_fingerprint(sam)
-    if not force and base.get("fingerprint") != fingerprint:
-        raise CheckpointError(
-            f"{path} was tuned from base model {base.get('name', '?')!r} (fingerprint "
-            f"{base.get('fingerprint')}), not from this SAM ({fingerprint}); use force=True to load anyway"
-        )
+    check_base(sam, obj, path, force, "decoder weights belong to the SAM they were tuned from")
     try:
         sam.mask_decoder.load_state_dict(obj["state_dict"])
     except (RuntimeError, KeyError) as e:
