@@ -129,6 +129,12 @@ def encoder_fingerprint(sam: Sam) -> str:
     return weights_fingerprint(sam.image_encoder, sample_prefix="")
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_torch_save(obj: Any, path: PathLike) -> None:
     """torch.save to a temporary file in the same folder, then rename over `path`."""
     path = Path(path)
@@ -137,6 +143,7 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

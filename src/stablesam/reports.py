@@ -10,6 +10,7 @@ from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
+from .checkpoints import current_umask
 from .evaluation import EvalResult
 from .prompts import parse_prompt
 
@@ -23,6 +24,7 @@ def atomic_write(path: Path, write: Callable) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
