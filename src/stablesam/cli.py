@@ -285,6 +285,57 @@ def validate(args: argparse.Namespace, spec, out, weights, device) -> None:
     print(markdown_tables(result, [s.name for s in segs]))
 
 
+def cmd_segment(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+
+    from .models import SpecError, build_model, parse_model_spec
+    from .predictor import StableSamPredictor
+    from .segment import InputError, overlay, parse_box, parse_point, read_image, write_png
+
+    try:
+        image = read_image(Path(args.image))
+        box = parse_box(args.box, image.shape[:2]) if args.box else None
+        clicks = [parse_point(p, image.shape[:2]) for p in args.point or []]
+        spec = parse_model_spec(args.model)
+    except (InputError, SpecError) as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+    if box is None and not clicks:
+        raise UsageError("no prompt: give --box x0,y0,x1,y1 and/or --point x,y[,label]")
+    if spec.base == "grabcut":
+        raise UsageError("grabcut is a benchmark peer (stablesam eval); segment takes a SAM model SPEC")
+    points = np.array([c for c, _ in clicks], float) if clicks else None
+    labels = np.array([lab for _, lab in clicks]) if clicks else None
+    try:
+        model = build_model(spec, args.device, args.force)
+    except SpecError as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+    predictor = StableSamPredictor(model)
+    predictor.set_image(image)
+    masks, scores, _ = predictor.predict(point_coords=points, point_labels=labels, box=box,
+                                         multimask_output=args.multimask)
+    best = int(np.argmax(scores))
+    mask = masks[best]
+    out = Path(args.out or f"{Path(args.image).stem}_mask.png")
+    write_png(out, mask.astype(np.uint8) * 255)
+    if args.overlay:
+        write_png(Path(args.overlay), overlay(image, mask, box, [] if points is None else points,
+                                              [] if labels is None else labels))
+    print(f"model: {spec.name}")
+    extra = f" (best of 3: {', '.join(f'{s:.3f}' for s in scores)})" if args.multimask else ""
+    print(f"predicted IoU: {scores[best]:.3f}{extra}")
+    alpha = predictor.routing["alpha"]
+    if alpha is None:
+        print("routing weights: none (plugins off)")
+    else:
+        shift = np.abs(predictor.routing["offsets"][0]).mean()
+        print(f"routing weights: alpha = {alpha[0, 0]:.3f} (deformed), {alpha[0, 1]:.3f} (regular); "
+              f"mean |offset| {shift:.2f} embedding cells")
+    print(f"wrote {out} ({image.shape[1]}x{image.shape[0]})" + (f" and {args.overlay}" if args.overlay else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stablesam",
@@ -350,6 +401,20 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     tr.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
     tr.set_defaults(func=cmd_train)
+
+    sg = sub.add_parser("segment", help="segment one image from a box and/or clicks",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ACCEPTED)
+    sg.add_argument("image", metavar="IMAGE")
+    sg.add_argument("--box", metavar="x0,y0,x1,y1", help="box prompt in image pixels")
+    sg.add_argument("--point", action="append", metavar="x,y[,label]",
+                    help="click (label 1 foreground, default; 0 background); repeatable")
+    sg.add_argument("--model", default="tiny-stable-sam", metavar="SPEC", help="default tiny-stable-sam")
+    sg.add_argument("--out", metavar="MASK.png", help="0/255 mask of the image's size (default IMAGE-stem_mask.png)")
+    sg.add_argument("--overlay", metavar="OVERLAY.png", help="also write the image with mask and prompt drawn")
+    sg.add_argument("--multimask", action="store_true", help="3 candidate masks, keep the best predicted IoU")
+    sg.add_argument("--device", default=None)
+    sg.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
+    sg.set_defaults(func=cmd_segment)
     return parser
 
 
