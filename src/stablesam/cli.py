@@ -46,8 +46,20 @@ def cmd_info(args: argparse.Namespace) -> int:
     for t in MODEL_TYPES:
         print(f"  {t}:PATH   official Meta SAM checkpoint (.pth) at PATH (plugins off)")
     print("  SPEC+plugin=PATH   Stable-SAM: SPEC with the plugin file at PATH")
-    state = "shipped" if embedded_available() else "not shipped in this version"
-    print(f"  tiny-sam, tiny-stable-sam   embedded default model ({state})")
+    print("  sam:PATH   SAM from a stablesam SAM file (architecture + weights)")
+    print("  grabcut   OpenCV GrabCut from the box (benchmark peer)")
+    if embedded_available():
+        from .checkpoints import read_weights
+
+        meta = read_weights(BASE_FILE)["meta"]
+        data = meta.get("data", {})
+        print(f"  tiny-sam   embedded base ({BASE_FILE.stat().st_size / 1e6:.1f} MB): trained from scratch on "
+              f"{', '.join(data.get('datasets', [])) or '?'} ({data.get('train_images', '?')} training images "
+              f"of the committed split, {meta.get('steps', '?')} steps, {meta.get('minutes', '?')} min)")
+        print(f"  tiny-stable-sam   embedded base + its Stable-SAM plugin ({PLUGIN_FILE.stat().st_size / 1e3:.0f} kB; "
+              "the default SPEC)")
+    else:
+        print("  tiny-sam, tiny-stable-sam   embedded default model (not shipped in this version)")
     print("weights are looked up at:")
     print("  official checkpoints: the PATH given in the model SPEC (nothing is downloaded)")
     print(f"  embedded weights: {WEIGHTS_DIR}")
