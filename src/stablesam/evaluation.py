@@ -52,6 +52,8 @@ def evaluate(datasets: Sequence, segmenters: Sequence[Segmenter], config: EvalCo
             result.skipped[seg.name] = cannot
     for ds in datasets:
         n = len(ds) if config.limit is None else min(config.limit, len(ds))
+        per_dataset = max(1, config.examples // len(datasets))
+        example_ids = set(np.linspace(0, n - 1, per_dataset).round().astype(int).tolist()) if n else set()
         bar = tqdm(range(n), desc=f"eval {ds.name}", unit="obj", disable=not progress)
         for i in bar:
             sample = ds.load(i)
@@ -61,7 +63,7 @@ def evaluate(datasets: Sequence, segmenters: Sequence[Segmenter], config: EvalCo
                 p.name: generate(p, sample.mask, config.samples, object_rng(config.seed, ds.name, sample.name, p.name))
                 for p in config.prompts
             }
-            keep = len(result.examples) < config.examples
+            keep = i in example_ids  # spread over the dataset, not its first few (similar) objects
             example = {"dataset": ds.name, "name": sample.name, "image": sample.image, "mask": sample.mask,
                        "prompts": {k: prompts[k][0] for k in EXAMPLE_PROMPTS if k in prompts}, "pred": {}}
             for seg in segmenters:

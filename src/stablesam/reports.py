@@ -4,7 +4,9 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
@@ -105,7 +107,7 @@ def noise_curve(result: EvalResult, models: List[str], path: Path) -> bool:
                     pts.setdefault(s, []).append(r[key])
             if len(pts) >= 1:
                 xs = sorted(pts)
-                ax.plot(xs, [np.mean(pts[x]) for x in xs], marker="o", label=m)
+                ax.plot(xs, [np.mean(pts[x]) for x in xs], marker="o", label=short_name(m))
                 drawn = True
     if not drawn:
         plt.close(fig)
@@ -130,6 +132,11 @@ def draw_prompt(ax, prompts) -> None:
         pts, lab = prompts.point_coords[0], prompts.point_labels[0]
         ax.scatter(pts[lab == 1, 0], pts[lab == 1, 1], c="lime", s=60, edgecolors="black", marker="*")
         ax.scatter(pts[lab == 0, 0], pts[lab == 0, 1], c="red", s=60, edgecolors="black", marker="*")
+
+
+def short_name(spec: str) -> str:
+    """A model name for figures: paths inside a SPEC shortened to their file names."""
+    return re.sub(r"(?<=[:=])[^+]*[/\\]([^/\\+]+)", r"\1", spec)
 
 
 def view_window(mask: np.ndarray, prompts, margin: float = 0.35) -> tuple:
@@ -176,7 +183,7 @@ def example_sheet(result: EvalResult, models: List[str], path: Path) -> bool:
                         transform=ax.transAxes, color="white", backgroundcolor="black")
             ax.set_xlim(window[0], window[2]); ax.set_ylim(window[3], window[1])
             ax.set_xticks([]); ax.set_yticks([])
-            ax.set_title(title if r == 0 else "", fontsize=8)
+            ax.set_title(textwrap.fill(short_name(title), 26) if r == 0 else "", fontsize=7)
             if c == 0:
                 ax.set_ylabel(f"{ex['name'][:18]}\n{prompt}", fontsize=7)
     save_figure(fig, path)
