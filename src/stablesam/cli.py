@@ -86,6 +86,13 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--strict", action="store_true", help="bad files are errors instead of skipped warnings")
 
 
+def add_runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", default=None, metavar="DIR", help="embedding cache folder (default: user cache dir)")
+    p.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
+    p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    p.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
+
+
 def open_datasets(args: argparse.Namespace) -> list:
     from pathlib import Path
 
@@ -373,10 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, metavar="N", help="first N objects of each dataset")
     ev.add_argument("--out", default="stablesam-eval", metavar="DIR", help="output folder (default ./stablesam-eval)")
     ev.add_argument("--multimask", action="store_true", help="3 masks per prompt, keep the best predicted IoU")
-    ev.add_argument("--cache", default=None, metavar="DIR", help="embedding cache folder (default: user cache dir)")
-    ev.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
-    ev.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
-    ev.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
+    add_runtime_options(ev)
     ev.set_defaults(func=cmd_eval)
 
     tr = sub.add_parser("train", help="train the Stable-SAM plugins (or the decoder, DT baseline) with RTS",
@@ -408,10 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--val-prompts", default="gt-box,noisy-box@0.4,points@1,points@3")
     tr.add_argument("--val-samples", type=int, default=5)
     tr.add_argument("--val-limit", type=int, default=None)
-    tr.add_argument("--cache", default=None, metavar="DIR", help="embedding cache folder")
-    tr.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
-    tr.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
-    tr.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
+    add_runtime_options(tr)
     tr.set_defaults(func=cmd_train)
 
     sg = sub.add_parser("segment", help="segment one image from a box and/or clicks",
