@@ -7,8 +7,8 @@ from typing import Dict, Optional, Tuple, Union
 
 import numpy as np
 import torch
+from segment_anything import SamPredictor
 from segment_anything.modeling import Sam
-from segment_anything.utils.transforms import ResizeLongestSide
 
 from .checkpoints import atomic_torch_save, encoder_fingerprint
 
@@ -35,13 +35,10 @@ class Embedding:
 
 
 def encode_image(sam: Sam, image: np.ndarray) -> Embedding:
-    """Run SAM's own preprocessing and image encoder on an (H, W, 3) uint8 RGB image."""
-    transform = ResizeLongestSide(sam.image_encoder.img_size)
-    resized = transform.apply_image(image)
-    x = torch.as_tensor(resized, device=sam.device).permute(2, 0, 1).contiguous()[None]
-    with torch.no_grad():
-        features = sam.image_encoder(sam.preprocess(x))
-    return Embedding(features, tuple(x.shape[-2:]), tuple(image.shape[:2]))
+    """SAM's own `set_image` (resize, normalise, pad, encode) on an (H, W, 3) uint8 RGB image."""
+    predictor = SamPredictor(sam)
+    predictor.set_image(image)
+    return Embedding(predictor.features, predictor.input_size, predictor.original_size)
 
 
 class EmbeddingCache:

@@ -232,11 +232,16 @@ def load_model(
         if model_type is None:
             raise CheckpointError(f"model_type is needed with a checkpoint; accepted: {', '.join(MODEL_TYPES)}")
         sam = load_official_sam(checkpoint, model_type, device)
-    if plugin is None:
-        model = StableSam(sam).to(device)
-        model.plugins_enabled = False
-        return model
-    return attach_plugin(sam, plugin, force=force)
+    return wrap_sam(sam, plugin, force)
+
+
+def wrap_sam(sam: Sam, plugin: Optional[PathLike] = None, force: bool = False) -> StableSam:
+    """Stable-SAM with the plugin file, or (no plugin) the same wrapper serving as plain SAM."""
+    if plugin is not None:
+        return attach_plugin(sam, plugin, force=force)
+    model = StableSam(sam).to(sam.device)
+    model.plugins_enabled = False
+    return model
 
 
 DECODER_FORMAT = "stablesam-decoder"

@@ -132,7 +132,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from .cache import EmbeddingCache, default_cache_dir
     from .evaluation import EvalConfig, evaluate
-    from .models import SpecError, build_segmenter, parse_model_spec
+    from .models import DEFAULT_SPEC, SpecError, build_segmenter, parse_model_spec
     from .prompts import parse_prompts
     from .reports import markdown_tables, write_reports
 
@@ -145,7 +145,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be >= 1")
     specs = []
-    for text in args.model or ["tiny-stable-sam"]:
+    for text in args.model or [DEFAULT_SPEC]:
         try:
             specs.append(parse_model_spec(text))
         except SpecError as e:
@@ -286,11 +286,11 @@ def validate(args: argparse.Namespace, spec, out, weights, device) -> None:
 
     from .cache import EmbeddingCache, default_cache_dir
     from .evaluation import EvalConfig, evaluate
-    from .models import build_segmenter, parse_model_spec
+    from .models import DEFAULT_SPEC, build_segmenter, parse_model_spec
     from .prompts import parse_prompts
     from .reports import markdown_tables, write_reports
 
-    base_text = "tiny-sam" if spec.base == "tiny-stable-sam" else spec.text.split("+")[0]
+    base_text = "tiny-sam" if spec.base == DEFAULT_SPEC else spec.text.split("+")[0]
     trained = parse_model_spec(f"{base_text}+{'plugin' if args.tune == 'plugins' else 'decoder'}={weights}")
     specs = [parse_model_spec(base_text), trained]
     cache = EmbeddingCache(None if args.no_cache else (args.cache or default_cache_dir()))
@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="versions, buildable models, where weights are looked up")
     info.set_defaults(func=cmd_info)
 
-    from .models import ACCEPTED
+    from .models import ACCEPTED, DEFAULT_SPEC
     from .prompts import DEFAULT_PROMPTS
 
     ev = sub.add_parser("eval", help="prompt-robustness benchmark: models x datasets x prompt types",
@@ -421,7 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--box", metavar="x0,y0,x1,y1", help="box prompt in image pixels")
     sg.add_argument("--point", action="append", metavar="x,y[,label]",
                     help="click (label 1 foreground, default; 0 background); repeatable")
-    sg.add_argument("--model", default="tiny-stable-sam", metavar="SPEC", help="default tiny-stable-sam")
+    sg.add_argument("--model", default=DEFAULT_SPEC, metavar="SPEC", help=f"default {DEFAULT_SPEC}")
     sg.add_argument("--out", metavar="MASK.png", help="0/255 mask of the image's size (default IMAGE-stem_mask.png)")
     sg.add_argument("--overlay", metavar="OVERLAY.png", help="also write the image with mask and prompt drawn")
     sg.add_argument("--multimask", action="store_true", help="3 candidate masks, keep the best predicted IoU")

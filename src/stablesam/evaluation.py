@@ -6,7 +6,6 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .data import DataWarning  # noqa: F401  (re-exported for callers filtering warnings)
 from .metrics import boundary_iou, mask_iou, stability
 from .models import Segmenter
 from .prompts import PromptType, generate, object_rng

@@ -13,7 +13,7 @@ import torch
 
 from .cache import EmbeddingCache
 from .checkpoints import (
-    MODEL_TYPES, CheckpointError, attach_plugin, load_decoder, load_official_sam, load_sam_file,
+    MODEL_TYPES, CheckpointError, load_decoder, load_official_sam, load_sam_file, wrap_sam,
 )
 from .modeling import StableSam
 from .predictor import StableSamPredictor
@@ -173,7 +173,7 @@ def build_model(spec: ModelSpec, device: Optional[str] = None, force: bool = Fal
             from .embedded import load_embedded_sam
 
             sam, default_plugin = load_embedded_sam(device)
-            plugin = default_plugin if spec.base == "tiny-stable-sam" else spec.plugin
+            plugin = default_plugin if spec.base == DEFAULT_SPEC else spec.plugin
         elif spec.base == "sam":
             sam, plugin = load_sam_file(spec.checkpoint, device), spec.plugin
         else:
@@ -181,14 +181,7 @@ def build_model(spec: ModelSpec, device: Optional[str] = None, force: bool = Fal
             plugin = spec.plugin
         if spec.decoder is not None:
             load_decoder(sam, spec.decoder, force=force)
-    except CheckpointError as e:
-        raise SpecError(f"model SPEC {spec.text!r}: {e}") from None
-    if plugin is None:
-        model = StableSam(sam).to(device)
-        model.plugins_enabled = False
-        return model
-    try:
-        return attach_plugin(sam, plugin, force=force)
+        return wrap_sam(sam, plugin, force)
     except CheckpointError as e:
         raise SpecError(f"model SPEC {spec.text!r}: {e}") from None
 
