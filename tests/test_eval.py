@@ -121,3 +121,29 @@ def test_eval_cli_rejects_bad_specs_before_work(tmp_path, capsys):
     rc, _, err = run_cli(["eval", "--data", str(folder), "--model", "grabcut", "--prompts", "box@3"], capsys)
     assert rc == 2 and "unknown prompt type" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_grabcut_at_reduced_size_matches_full_size_on_a_clean_object():
+    from stablesam.metrics import mask_iou
+    from stablesam.models import ModelSpec, SpecError, build_segmenter, parse_model_spec
+    from stablesam.prompts import Prompts
+
+    spec = parse_model_spec("grabcut@128")
+    assert spec == ModelSpec("grabcut@128", "grabcut", max_side=128)
+    for bad in ("grabcut@", "grabcut@x", "grabcut@8"):
+        with pytest.raises(SpecError, match="grabcut@N needs an integer"):
+            parse_model_spec(bad)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 60, size=(300, 451, 3), dtype=np.uint8)
+    image[80:220, 150:330] = rng.integers(180, 255, size=(140, 180, 3))  # a bright object on dark noise
+    gt = np.zeros(image.shape[:2], bool)
+    gt[80:220, 150:330] = True
+    prompts = Prompts(boxes=np.array([[140.0, 70, 340, 230], [130, 60, 350, 240]]))
+    masks = {}
+    for text in ("grabcut", "grabcut@128"):
+        seg = build_segmenter(parse_model_spec(text))
+        seg.set_image(image)
+        masks[text] = seg.predict(prompts)
+        assert seg.name == text and masks[text].shape == (2, 300, 451)
+    assert all(mask_iou(m, gt) > 0.9 for m in masks["grabcut@128"])  # resized back to full size
+    assert all(mask_iou(a, b) > 0.9 for a, b in zip(masks["grabcut"], masks["grabcut@128"]))

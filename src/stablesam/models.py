@@ -27,7 +27,8 @@ ACCEPTED = """accepted model SPECs:
   tiny-sam, tiny-stable-sam            the embedded base model / the embedded Stable-SAM
   SPEC+plugin=PATH                     Stable-SAM: that SAM with the plugin file at PATH
   SPEC+decoder=PATH                    that SAM with decoder-tuned weights (DT baseline)
-  grabcut                              OpenCV GrabCut initialised from the box (boxes only)"""
+  grabcut, grabcut@N                   OpenCV GrabCut initialised from the box (boxes only); @N: on the
+                                       image resized to N px on its long side (faster; masks upsampled)"""
 
 
 class SpecError(ValueError):
@@ -41,6 +42,7 @@ class ModelSpec:
     checkpoint: Optional[Path] = None
     plugin: Optional[Path] = None
     decoder: Optional[Path] = None
+    max_side: Optional[int] = None  # grabcut@N
 
     @property
     def name(self) -> str:
@@ -64,9 +66,13 @@ def parse_model_spec(text: str) -> ModelSpec:
     checkpoint = None
     if base in MODEL_TYPES + ("sam",) and sep:
         checkpoint = Path(path)
-    elif base == "grabcut" and not sep:
+    elif base.partition("@")[0] == "grabcut" and not sep:
         if extras:
             raise SpecError(f"grabcut takes no +plugin/+decoder (in {text!r})\n{ACCEPTED}")
+        side = base.partition("@")[2]
+        if base != "grabcut" and not (side.isdigit() and int(side) >= 16):
+            raise SpecError(f"model SPEC {text!r}: grabcut@N needs an integer N >= 16 (long side in px)\n{ACCEPTED}")
+        return ModelSpec(text.strip(), "grabcut", max_side=int(side) if side else None)
     elif base not in EMBEDDED or sep:
         raise SpecError(f"unknown model SPEC {text!r}\n{ACCEPTED}")
     plugin = Path(extras["plugin"]) if "plugin" in extras else None
@@ -128,21 +134,43 @@ class GrabCutSegmenter(Segmenter):
 
     The n boxes run in parallel threads (OpenCV releases the GIL). A box covering the whole
     image leaves GrabCut no background sample; the box itself is then the prediction.
+    With `max_side`, GrabCut runs on the image resized (area) to that long side and the mask
+    is resized back (nearest): GrabCut's time grows with the pixel count.
     """
 
     name = "grabcut"
     kinds = {"gt-box", "noisy-box"}
 
-    def __init__(self, iterations: int = 5, seed: int = 0, workers: Optional[int] = None):
+    def __init__(self, iterations: int = 5, seed: int = 0, workers: Optional[int] = None,
+                 max_side: Optional[int] = None, name: str = "grabcut"):
         self.iterations = iterations
         self.seed = seed
         self.workers = workers or os.cpu_count() or 1
+        self.max_side = max_side
+        self.name = name
         self.image: Optional[np.ndarray] = None
+        self.size = (0, 0)
+        self.scale = 1.0
 
     def set_image(self, image: np.ndarray) -> None:
+        self.size = image.shape[:2]
+        h, w = self.size
+        self.scale = min(1.0, self.max_side / max(h, w)) if self.max_side else 1.0
+        if self.scale < 1.0:
+            image = cv2.resize(image, (max(1, round(w * self.scale)), max(1, round(h * self.scale))),
+                               interpolation=cv2.INTER_AREA)
         self.image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
 
     def _one(self, box: np.ndarray) -> np.ndarray:
+        if self.scale == 1.0:
+            return self._grabcut(box)
+        hs, ws = self.image.shape[:2]
+        small_box = np.minimum(np.asarray(box, float) * self.scale, [ws - 1, hs - 1, ws - 1, hs - 1])
+        small = self._grabcut(small_box).astype(np.uint8)
+        h, w = self.size
+        return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST) > 0
+
+    def _grabcut(self, box: np.ndarray) -> np.ndarray:
         h, w = self.image.shape[:2]
         x0, y0 = int(np.floor(box[0])), int(np.floor(box[1]))
         x1, y1 = int(np.ceil(box[2])), int(np.ceil(box[3]))
@@ -191,5 +219,5 @@ def build_segmenter(
     force: bool = False, seed: int = 0,
 ) -> Segmenter:
     if spec.base == "grabcut":
-        return GrabCutSegmenter(seed=seed)
+        return GrabCutSegmenter(seed=seed, max_side=spec.max_side, name=spec.name)
     return SamSegmenter(spec.name, build_model(spec, device, force), cache)
