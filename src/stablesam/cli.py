@@ -238,6 +238,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         model = build_model(spec, device, args.force)
     except SpecError as e:
         raise UsageError(str(e)) from None
+    if args.tune == "plugins" and model.plugins_enabled and model.config != plugin_config:
+        raise UsageError(f"{spec.text} carries a plugin with config {model.config.to_dict()}; the plugin options "
+                         f"given ask for {plugin_config.to_dict()}: train fresh plugins on the base SPEC instead "
+                         "(e.g. tiny-sam) or drop those options")
     if args.tune == "plugins" and not model.plugins_enabled:  # fresh plugins with the asked config
         model.remove_hooks()
         torch.manual_seed(args.seed)
@@ -355,6 +359,36 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .models import SpecError, build_model, parse_model_spec
+
+    limits = {k: v for k, v in (("max_bytes", args.max_bytes), ("max_pixels", args.max_pixels),
+                                ("max_images", args.max_images)) if v is not None}
+    if any(v < 1 for v in limits.values()):
+        raise UsageError("--max-bytes, --max-pixels and --max-images must be positive")
+    try:
+        spec = parse_model_spec(args.model)
+        if spec.base == "grabcut":
+            raise SpecError("grabcut is a benchmark peer; the demo needs a SAM with a plugin")
+        model = build_model(spec, args.device, args.force)
+    except SpecError as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+    if not model.plugins_enabled:
+        raise UsageError(f"{spec.text!r} has no plugin: the demo compares SAM with Stable-SAM; "
+                         "give tiny-stable-sam or SPEC+plugin=PATH")
+    from .demo import bind, create_app, server, url
+
+    app = create_app(model, model_name=spec.text, **limits)
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as e:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    print(f"stablesam demo: {spec.text} on {model.sam.device}, open {url(sock)} (Ctrl+C stops)", flush=True)
+    with sock:
+        server(app, log_level="warning").run(sockets=[sock])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stablesam",
@@ -387,7 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
                         formatter_class=argparse.RawDescriptionHelpFormatter,
                         epilog="Scale out with torchrun: torchrun --nproc_per_node N -m stablesam train ...")
     add_data_options(tr)
-    tr.add_argument("--model", default="tiny-sam", metavar="SPEC", help="the SAM to adapt (default tiny-sam)")
+    tr.add_argument("--model", default=DEFAULT_SPEC, metavar="SPEC",
+                    help=f"the SAM to adapt (default {DEFAULT_SPEC}: plugins continue from the shipped ones; "
+                         "--tune decoder always trains with the plugins off)")
     tr.add_argument("--out", required=True, metavar="DIR", help="weights, config, log, loss curve, checkpoint")
     tr.add_argument("--tune", choices=["plugins", "decoder"], default="plugins",
                     help="plugins: Stable-SAM's DSP + DRP only; decoder: the whole mask decoder (DT baseline)")
@@ -428,6 +464,21 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--device", default=None)
     sg.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
     sg.set_defaults(func=cmd_segment)
+
+    dm = sub.add_parser("demo", help="interactive page: draw a box or click, see SAM and Stable-SAM side by side",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ACCEPTED)
+    dm.add_argument("--model", default=DEFAULT_SPEC, metavar="SPEC",
+                    help=f"a SAM with a plugin (default {DEFAULT_SPEC}); plain SAM is the same model with the plugins off")
+    dm.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    dm.add_argument("--port", type=int, default=7860, help="default 7860")
+    dm.add_argument("--max-bytes", type=int, default=None, metavar="N", help="largest upload in bytes (default 20 MB)")
+    dm.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                    help="largest image in pixels, width x height (default 25 MP)")
+    dm.add_argument("--max-images", type=int, default=None, metavar="N",
+                    help="image embeddings kept in memory, least recently used dropped first (default 8)")
+    dm.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
+    dm.add_argument("--force", action="store_true", help="load a plugin file trained for another base")
+    dm.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -1,0 +1,235 @@
+"""The demo's model work: one StableSam run as plain SAM and as Stable-SAM on one embedding.
+
+All model use goes through `DemoEngine`, serialised by one lock: the wrapper keeps per-call
+state (`plugins_enabled`, `last_alpha`, the predictor's current embedding).
+"""
+
+import base64
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from ..cache import Embedding, encode_image
+from ..metrics import stability
+from ..modeling import StableSam
+from ..predictor import StableSamPredictor
+from ..prompts import noisy_boxes, object_rng
+from ..segment import InputError
+from .session import ImageStore, StoredImage, decode_upload, image_id, to_jpeg
+
+MAX_POINTS = 32
+MAX_WOBBLE = 64
+ARROWS_PER_SIDE = 16  # offsets are drawn every grid // 16 cells (every 2nd for a 32 x 32 grid)
+WOBBLE_PIXELS = 1_000_000  # wobble masks are made at most this big (K full-size masks of a photo are GBs)
+
+
+@dataclass
+class Prompt:
+    """One prompt in original-image pixels: box (4,) XYXY or None; clicks (k, 2) with labels (k,)."""
+
+    box: Optional[np.ndarray]
+    points: np.ndarray
+    labels: np.ndarray
+
+    def batch(self) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
+        """As predict_batch arguments for N = 1: boxes (1, 4), point_coords (1, k, 2), labels (1, k)."""
+        if not len(self.points):
+            return self.box[None], None, None
+        return (None if self.box is None else self.box[None]), self.points[None], self.labels[None]
+
+
+def number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise InputError(f"{what} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def parse_prompt(obj: Dict[str, Any], width: int, height: int) -> Prompt:
+    """{"box": [x0, y0, x1, y1] | null, "points": [[x, y, label], ...]} -> Prompt, or InputError."""
+    raw_box, raw_points = obj.get("box"), obj.get("points") or []
+    inside = f"the {width}x{height} image (x in 0..{width - 1}, y in 0..{height - 1})"
+    box = None
+    if raw_box is not None:
+        if not isinstance(raw_box, list) or len(raw_box) != 4:
+            raise InputError("box must be [x0, y0, x1, y1]")
+        box = np.array([number(v, "box coordinate") for v in raw_box])
+        x0, y0, x1, y1 = box
+        if x1 <= x0 or y1 <= y0:
+            raise InputError("inverted or empty box (need x0 < x1 and y0 < y1)")
+        if x0 < 0 or y0 < 0 or x1 > width - 1 or y1 > height - 1:
+            raise InputError(f"box {x0:g},{y0:g},{x1:g},{y1:g} is outside {inside}")
+    if not isinstance(raw_points, list) or len(raw_points) > MAX_POINTS:
+        raise InputError(f"points must be a list of at most {MAX_POINTS} [x, y, label]")
+    points, labels = [], []
+    for p in raw_points:
+        if not isinstance(p, list) or len(p) != 3 or p[2] not in (0, 1) or isinstance(p[2], bool):
+            raise InputError("each click must be [x, y, label] with label 1 (foreground) or 0 (background)")
+        x, y = number(p[0], "click x"), number(p[1], "click y")
+        if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
+            raise InputError(f"click {x:g},{y:g} is outside {inside}")
+        points.append((x, y))
+        labels.append(int(p[2]))
+    if box is None and not points:
+        raise InputError("no prompt: draw a box or place a click")
+    return Prompt(box, np.array(points, float).reshape(-1, 2), np.array(labels, np.int64))
+
+
+def wobble_prompts(prompt: Prompt, k: int, scale: float, rng: np.random.Generator,
+                   size: Tuple[int, int]) -> Tuple[Optional[np.ndarray], Optional[np.ndarray], Optional[np.ndarray]]:
+    """K noisy versions of a prompt: boxes (K, 4), point_coords (K, n, 2), labels (K, n).
+
+    The box gets the benchmark's HQ-SAM noise at scale s (`noisy_boxes`). Each click moves by
+    U(-1, 1) * s * L / 2 along x and y, L = the box's (width, height) when there is a box, else
+    half the image's shorter side (as if the object were that big), then is clipped to the image.
+    """
+    h, w = size
+    boxes = coords = labels = None
+    if prompt.box is not None:
+        boxes = noisy_boxes(prompt.box, scale, k, rng, size)
+    if len(prompt.points):
+        if prompt.box is not None:
+            extent = np.array([prompt.box[2] - prompt.box[0], prompt.box[3] - prompt.box[1]])
+        else:
+            extent = np.full(2, min(h, w) / 2)
+        n = len(prompt.points)
+        shift = rng.uniform(-1.0, 1.0, size=(k, n, 2)) * scale * extent / 2
+        coords = np.clip(prompt.points[None] + shift, 0, [w - 1, h - 1])
+        labels = np.broadcast_to(prompt.labels, (k, n)).copy()
+    return boxes, coords, labels
+
+
+def png_data_url(gray: np.ndarray) -> str:
+    """(H, W) uint8 -> 'data:image/png;base64,...' (grayscale PNG)."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(gray), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    assert ok
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode("ascii")
+
+
+def offset_arrows(offsets: np.ndarray, embedding: Embedding, img_size: int) -> Dict[str, Any]:
+    """Δp (h, w, 2) in embedding cells -> arrows [x, y, dx, dy] in original-image pixels.
+
+    One cell is img_size / w pixels of the resized (longest side = img_size) image; cells over
+    the padding are dropped; every `stride`-th cell is kept."""
+    gh, gw = offsets.shape[:2]
+    in_h, in_w = embedding.input_size
+    h, w = embedding.original_size
+    stride = max(1, gw // ARROWS_PER_SIDE)
+    cell = img_size / gw
+    sx, sy = w / in_w, h / in_h  # resized -> original pixels
+    arrows = []
+    for i in range(stride // 2, gh, stride):
+        for j in range(stride // 2, gw, stride):
+            cx, cy = (j + 0.5) * cell, (i + 0.5) * cell
+            if cx >= in_w or cy >= in_h:
+                continue
+            dx, dy = offsets[i, j]
+            arrows.append([round(cx * sx, 1), round(cy * sy, 1),
+                           round(float(dx) * cell * sx, 2), round(float(dy) * cell * sy, 2)])
+    return {"stride": stride, "cell_px": round(cell * sx, 2), "arrows": arrows,
+            "mean_cells": round(float(np.abs(offsets).mean()), 4)}
+
+
+class DemoEngine:
+    """Images in, masks out; the embedding is computed once per image (kept in `store`)."""
+
+    def __init__(self, model: StableSam, store: Optional[ImageStore] = None):
+        if not isinstance(model, StableSam) or not model.plugins_enabled:
+            raise ValueError("the demo compares SAM with Stable-SAM: it needs a model with a plugin "
+                             "(tiny-stable-sam or SPEC+plugin=PATH)")
+        self.model = model.eval()
+        self.predictor = StableSamPredictor(model)
+        self.store = store if store is not None else ImageStore()
+        self.lock = threading.Lock()
+
+    @property
+    def grid(self) -> Tuple[int, int]:
+        return tuple(self.model.sam.prompt_encoder.image_embedding_size)
+
+    def add_image(self, data: bytes, name: str, max_bytes: int, max_pixels: int) -> Tuple[StoredImage, float]:
+        """Decode and encode an upload (or find it stored) -> (image, encoder ms; 0 when stored)."""
+        key = image_id(data)
+        item = self.store.get(key)
+        if item is not None:
+            return item, 0.0
+        rgb = decode_upload(data, max_bytes, max_pixels)
+        jpeg = to_jpeg(rgb)
+        with self.lock:
+            item = self.store.get(key)  # a concurrent upload of the same bytes may have won
+            if item is not None:
+                return item, 0.0
+            start = time.perf_counter()
+            embedding = encode_image(self.model.sam, rgb)
+            ms = (time.perf_counter() - start) * 1000
+        item = StoredImage(key, name, rgb.shape[1], rgb.shape[0], embedding, jpeg)
+        self.store.put(item)
+        return item, ms
+
+    def _decode(self, embedding: Embedding, boxes, coords, labels, plugins: bool, multimask: bool = False):
+        """N prompts through one model -> masks (N, H, W) bool, scores (N,), routing; under the lock."""
+        self.predictor.set_embedding(embedding)
+        self.model.plugins_enabled = plugins
+        try:
+            masks, scores, _ = self.predictor.predict_batch(boxes, coords, labels, multimask_output=multimask)
+            routing = self.predictor.routing
+        finally:
+            self.model.plugins_enabled = True
+        best = scores.argmax(axis=1)
+        rows = np.arange(len(masks))
+        return masks[rows, best], scores[rows, best], routing, best
+
+    def predict(self, item: StoredImage, prompt: Prompt, multimask: bool = False) -> Dict[str, Any]:
+        """Both models on one prompt: masks as 0/255 PNG data URLs, predicted IoU, α, Δp arrows."""
+        out: Dict[str, Any] = {}
+        with self.lock:
+            start = time.perf_counter()
+            results = {key: self._decode(item.embedding, *prompt.batch(), plugins, multimask)
+                       for key, plugins in (("sam", False), ("stable_sam", True))}
+            decoder_ms = (time.perf_counter() - start) * 1000
+        for key, (masks, scores, _, best) in results.items():
+            out[key] = {"iou": round(float(scores[0]), 4), "choice": int(best[0]),
+                        "mask": png_data_url(masks[0].astype(np.uint8) * 255)}
+        routing = results["stable_sam"][2]
+        out["stable_sam"]["alpha"] = [round(float(a), 4) for a in routing["alpha"][0]]
+        out["stable_sam"]["offsets"] = offset_arrows(routing["offsets"][0], item.embedding,
+                                                     self.model.sam.image_encoder.img_size)
+        out["decoder_ms"] = round(decoder_ms, 1)
+        return out
+
+    def wobble(self, item: StoredImage, prompt: Prompt, k: int, scale: float, seed: int) -> Dict[str, Any]:
+        """K seeded noisy versions of the prompt through both models: agreement heat maps
+        (grayscale PNG, value = round(255 * masks covering the pixel / K)) and stability (mean
+        pairwise IoU of the K masks).
+
+        Images over WOBBLE_PIXELS get their K masks at a reduced size (the same decoder output,
+        upsampled to fewer pixels): the heat maps then have that size."""
+        rng = object_rng(seed, item.id, "wobble")
+        boxes, coords, labels = wobble_prompts(prompt, k, scale, rng, (item.height, item.width))
+        out: Dict[str, Any] = {"k": k, "scale": scale, "seed": seed}
+        shrink = min(1.0, math.sqrt(WOBBLE_PIXELS / (item.width * item.height)))
+        size = (max(2, round(item.height * shrink)), max(2, round(item.width * shrink)))
+        fx, fy = size[1] / item.width, size[0] / item.height
+        embedding = Embedding(item.embedding.features, item.embedding.input_size, size)
+        work_boxes = None if boxes is None else boxes * [fx, fy, fx, fy]
+        work_coords = None if coords is None else coords * [fx, fy]
+        with self.lock:
+            start = time.perf_counter()
+            results = {key: self._decode(embedding, work_boxes, work_coords, labels, plugins)[:2]
+                       for key, plugins in (("sam", False), ("stable_sam", True))}
+            out["decoder_ms"] = round((time.perf_counter() - start) * 1000, 1)
+        for key, (masks, scores) in results.items():
+            counts = masks.sum(axis=0, dtype=np.int32)
+            heat = np.rint(counts * (255.0 / k)).astype(np.uint8)
+            out[key] = {"heat": png_data_url(heat), "stability": round(stability(masks), 4),
+                        "mean_iou": round(float(scores.mean()), 4)}
+        out["prompts"] = {
+            "boxes": None if boxes is None else np.round(boxes, 1).tolist(),
+            "points": None if coords is None else
+            [[[round(float(x), 1), round(float(y), 1), int(lab)] for (x, y), lab in zip(c, l)]
+             for c, l in zip(coords, labels)],
+        }
+        return out
