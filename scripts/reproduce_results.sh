@@ -2,7 +2,7 @@
 # The README's result for the embedded model, on the validation split of ../shared/data:
 #   STAGE=dt        the DT baseline: the whole mask decoder, same RTS data, steps and seed as the plugin
 #   STAGE=converge  the convergence check: the decoder fine-tuned further on ground-truth boxes only
-#   STAGE=eval      base SAM vs DT vs Stable-SAM, K = 20, all prompt types (+ the convergence check)
+#   STAGE=eval      base SAM vs DT vs Stable-SAM, K = 20, all prompt types
 #   STAGE=grabcut   GrabCut at the model's 512 px input, box prompts, K = 10
 #   STAGE=ablations plugin ablations (trained and evaluated on a reduced prompt set)
 # Stages write under $RUN; run them one by one or in parallel (each uses one CPU thread).
@@ -20,28 +20,41 @@ export OMP_NUM_THREADS=1
 mkdir -p "$RUN"
 
 case "$STAGE" in
-  dt)
-    $SAM train --model tiny-sam --tune decoder --epochs "$PLUGIN_EPOCHS" "${TRAIN[@]}" --out "$RUN/dt" --resume ;;
-  converge)
-    $SAM train --model tiny-sam --tune decoder --no-rts --epochs "$PLUGIN_EPOCHS" "${TRAIN[@]}" --out "$RUN/converge" --resume
-    $SAM eval --model tiny-sam --model "tiny-sam+decoder=$RUN/converge/decoder.pt" --prompts gt-box "${VAL[@]}" \
-      --out "$RUN/eval_converge" ;;
-  eval)
-    $SAM eval --model tiny-sam --model "tiny-sam+decoder=$RUN/dt/decoder.pt" --model tiny-stable-sam \
-      --samples 20 "${VAL[@]}" --out "$RUN/eval" ;;
+  dt)  # at the plugins' lr (1e-3, HQ-SAM's recipe) and at 1e-4, which suits a whole decoder better
+    $SAM train --model tiny-sam --tune decoder --epochs "$PLUGIN_EPOCHS" "${TRAIN[@]}" --out "$RUN/dt" --resume
+    $SAM train --model tiny-sam --tune decoder --epochs "$PLUGIN_EPOCHS" "${TRAIN[@]}" --lr 1e-4 \
+      --out "$RUN/dt_lr1e-4" --resume ;;
+  converge)  # at the training lr (1e-3) and at a gentler 1e-4
+    for lr in 1e-3 1e-4; do
+      $SAM train --model tiny-sam --tune decoder --no-rts --epochs "$PLUGIN_EPOCHS" "${TRAIN[@]}" --lr $lr \
+        --out "$RUN/converge_lr$lr" --resume
+      $SAM eval --model tiny-sam --model "tiny-sam+decoder=$RUN/converge_lr$lr/decoder.pt" --prompts gt-box \
+        "${VAL[@]}" --out "$RUN/eval_converge_lr$lr"
+    done ;;
+  eval)  # two processes, one per group of datasets (2 CPU cores)
+    M=(--model tiny-sam --model "tiny-sam+decoder=$RUN/dt/decoder.pt" --model "tiny-sam+decoder=$RUN/dt_lr1e-4/decoder.pt"
+       --model tiny-stable-sam)
+    $SAM eval "${M[@]}" --samples 20 --data "$D/davis345" "$D/weizmann_horse" --split splits/val.txt --seed 0 \
+      --device cpu --out "$RUN/eval_davis_horse" &
+    $SAM eval "${M[@]}" --samples 20 --data "$D/coco_mval" --split splits/val.txt --seed 0 \
+      --device cpu --out "$RUN/eval_coco"
+    wait ;;
   grabcut)
     $SAM eval --model grabcut@512 --prompts gt-box,noisy-box@0.1,noisy-box@0.2,noisy-box@0.3,noisy-box@0.4,noisy-box@0.5 \
       --samples 10 "${VAL[@]}" --out "$RUN/eval_grabcut" ;;
   ablations)
-    P=gt-box,noisy-box@0.2,noisy-box@0.4,points@1,points@3
-    for a in "no-drp:--no-drp" "sampled-pe:--sampled-pe" "offset2:--offset-range 2" "iou-token:--routing-token iou" \
-             "no-rts:--no-rts"; do
+    # Each variant changes one plugin choice; all train ABLATION_EPOCHS epochs (the "default" row too).
+    P=gt-box,noisy-box@0.4,points@1
+    VARIANTS=("default:" "no-drp:--no-drp" "sampled-pe:--sampled-pe" "offset2:--offset-range 2"
+              "iou-token:--routing-token iou" "no-rts:--no-rts")
+    MODELS=(--model tiny-sam)
+    for a in "${VARIANTS[@]}"; do
       name=${a%%:*}; flags=${a#*:}
       # shellcheck disable=SC2086
-      $SAM train --model tiny-sam --tune plugins --epochs "$PLUGIN_EPOCHS" "${TRAIN[@]}" $flags --out "$RUN/ablation_$name" --resume
+      $SAM train --model tiny-sam --tune plugins --epochs "${ABLATION_EPOCHS:-2}" "${TRAIN[@]}" $flags \
+        --out "$RUN/ablation_$name" --resume
+      MODELS+=(--model "tiny-sam+plugin=$RUN/ablation_$name/plugin.pt")
     done
-    $SAM eval --model tiny-sam --model tiny-stable-sam \
-      $(for n in no-drp sampled-pe offset2 iou-token no-rts; do echo --model "tiny-sam+plugin=$RUN/ablation_$n/plugin.pt"; done) \
-      --prompts "$P" --samples 5 "${VAL[@]}" --out "$RUN/eval_ablations" ;;
+    $SAM eval "${MODELS[@]}" --prompts "$P" --samples 5 "${VAL[@]}" --out "$RUN/eval_ablations" ;;
   *) echo "unknown STAGE $STAGE" >&2; exit 2 ;;
 esac
