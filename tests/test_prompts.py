@@ -168,3 +168,17 @@ def test_object_rng():
     # Pinned: the derivation must stay stable across runs, processes and versions.
     seq = object_rng(0, "davis345", "000", "points@1").bit_generator.seed_seq
     assert seq.entropy == 106279721629163356778563439361018818621
+
+
+def test_noisy_points_stay_within_their_range_and_the_image():
+    from stablesam.prompts import noisy_points
+
+    pts = np.array([[10.0, 5.0], [50.0, 40.0]])
+    out = noisy_points(pts, 0.5, np.array([40.0, 20.0]), 200, np.random.default_rng(0), (48, 64))
+    assert out.shape == (200, 2, 2)
+    assert (out >= 0).all() and (out[..., 0] <= 63).all() and (out[..., 1] <= 47).all()
+    shift = np.abs(out - pts[None])
+    assert (shift[..., 0] <= 0.5 * 40 / 2 + 1e-9).all() and (shift[..., 1] <= 0.5 * 20 / 2 + 1e-9).all()
+    assert shift[:, 1, 0].max() > 8  # the noise uses its range (unclipped click, bound 10)
+    assert np.array_equal(noisy_points(pts, 0.0, np.array([40.0, 20.0]), 3, np.random.default_rng(1), (48, 64)),
+                          np.broadcast_to(pts, (3, 2, 2)))

@@ -166,6 +166,21 @@ def noisy_boxes(
     return fix_boxes(out, image_size)
 
 
+def noisy_points(
+    points: np.ndarray, scale: float, extent: np.ndarray, n: int, rng: np.random.Generator,
+    image_size: tuple[int, int],
+) -> np.ndarray:
+    """Click noise in the spirit of HQ-SAM's box noise: (k, 2) clicks -> (n, k, 2).
+
+    Each click moves by U(-1, 1) * scale * extent / 2 along x and y, extent = (L_x, L_y) the
+    object's size (e.g. its box's width and height), then is clipped to [0, W - 1] x [0, H - 1].
+    """
+    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    h, w = image_size
+    shift = rng.uniform(-1.0, 1.0, size=(n, len(points), 2)) * scale * np.asarray(extent, float) / 2
+    return np.clip(points[None] + shift, 0, [w - 1, h - 1])
+
+
 def sam_jitter_boxes(
     box: np.ndarray,
     n: int,

@@ -18,7 +18,7 @@ from ..cache import Embedding, encode_image
 from ..metrics import stability
 from ..modeling import StableSam
 from ..predictor import StableSamPredictor
-from ..prompts import noisy_boxes, object_rng
+from ..prompts import noisy_boxes, noisy_points, object_rng
 from ..segment import InputError
 from .session import ImageStore, StoredImage, decode_upload, image_id, to_jpeg
 
@@ -96,10 +96,8 @@ def wobble_prompts(prompt: Prompt, k: int, scale: float, rng: np.random.Generato
             extent = np.array([prompt.box[2] - prompt.box[0], prompt.box[3] - prompt.box[1]])
         else:
             extent = np.full(2, min(h, w) / 2)
-        n = len(prompt.points)
-        shift = rng.uniform(-1.0, 1.0, size=(k, n, 2)) * scale * extent / 2
-        coords = np.clip(prompt.points[None] + shift, 0, [w - 1, h - 1])
-        labels = np.broadcast_to(prompt.labels, (k, n)).copy()
+        coords = noisy_points(prompt.points, scale, extent, k, rng, size)
+        labels = np.broadcast_to(prompt.labels, (k, len(prompt.points))).copy()
     return boxes, coords, labels
 
 
