@@ -49,6 +49,7 @@ case "$STAGE" in
     MODELS=(--model tiny-sam)
     for a in "${VARIANTS[@]}"; do
       name=${a%%:*}; flags=${a#*:}
+      [[ " ${ABLATIONS:-default no-drp sampled-pe offset2 iou-token no-rts} " == *" $name "* ]] || continue
       # shellcheck disable=SC2086
       $SAM train --model tiny-sam --tune plugins --epochs "${ABLATION_EPOCHS:-2}" "${TRAIN[@]}" $flags \
         --out "$RUN/ablation_$name" --resume
