@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Merge the per-object scores of several `stablesam eval` runs into one markdown table per
-metric: mean over all objects (every dataset pooled), models side by side.
+"""Pool the per-object scores of several `stablesam eval` runs into one set of tables (every
+dataset pooled, models side by side), with `stablesam eval`'s own aggregation and tables.
 
     python scripts/summarize_results.py runs/results/eval_coco runs/results/eval_davis_horse \\
         runs/results/eval_grabcut --label tiny-stable-sam=Stable-SAM --label grabcut@512=GrabCut
@@ -9,50 +9,37 @@ metric: mean over all objects (every dataset pooled), models side by side.
 import argparse
 import csv
 import sys
-from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 
-METRICS = (("iou", "mIoU"), ("biou", "mBIoU"), ("stability", "stability (mean pairwise IoU of the K masks)"))
+from stablesam.evaluation import EvalResult, aggregate  # noqa: E402
+from stablesam.reports import markdown_tables  # noqa: E402
+
+POOLED = "all datasets"
 
 
-def read_runs(folders):
-    """(model, prompt) -> {metric: [per-object values]}, the prompt order and the model order.
-    A model evaluated in two runs on the same object and prompt counts once (the scores are the
-    same: prompts depend only on the seed, dataset, object and prompt type)."""
-    scores = defaultdict(lambda: defaultdict(list))
-    prompts, models, seen = [], [], set()
+def read_objects(folders, labels):
+    """Per-object records of all runs, dataset pooled, models renamed by `labels`. A model
+    evaluated in two runs on the same object and prompt counts once (the scores are the same:
+    prompts depend only on the seed, dataset, object and prompt type)."""
+    objects, seen = [], set()
     for folder in folders:
         path = Path(folder) / "per_object.csv"
         if not path.is_file():
             sys.exit(f"{path}: not found (is {folder} a `stablesam eval` output folder?)")
         with open(path, newline="") as f:
             for row in csv.DictReader(f):
-                model, prompt = row["model"], row["prompt"]
-                if (model, row["dataset"], row["object"], prompt) in seen:
+                key = (row["model"], row["dataset"], row["object"], row["prompt"])
+                if key in seen:
                     continue
-                seen.add((model, row["dataset"], row["object"], prompt))
-                models += [model] if model not in models else []
-                prompts += [prompt] if prompt not in prompts else []
-                for key, _ in METRICS:
-                    if row.get(key) not in (None, ""):
-                        scores[(model, prompt)][key].append(float(row[key]))
-    return scores, prompts, models
-
-
-def table(scores, prompts, models, labels, key, title) -> str:
-    head = [labels.get(m, m) for m in models]
-    lines = [f"**{title}**", "", "| prompt | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
-    for prompt in prompts:
-        cells = []
-        for m in models:
-            values = scores.get((m, prompt), {}).get(key)
-            cells.append(f"{np.mean(values):.3f}" if values else "—")
-        lines.append(f"| {prompt} | " + " | ".join(cells) + " |")
-    counts = {len(scores[(m, p)]["iou"]) for m in models for p in prompts if scores.get((m, p), {}).get("iou")}
-    lines += ["", f"objects per cell: {', '.join(map(str, sorted(counts)))}", ""]
-    return "\n".join(lines)
+                seen.add(key)
+                objects.append({"model": labels.get(row["model"], row["model"]), "dataset": POOLED,
+                                "object": f"{row['dataset']}/{row['object']}", "prompt": row["prompt"],
+                                "iou": float(row["iou"]), "biou": float(row["biou"]),
+                                "stability": float(row["stability"]) if row["stability"] else None})
+    return objects
 
 
 def main(argv=None) -> int:
@@ -61,8 +48,10 @@ def main(argv=None) -> int:
     p.add_argument("--label", action="append", default=[], metavar="MODEL=LABEL", help="column name for a model")
     args = p.parse_args(argv)
     labels = dict(item.rsplit("=", 1) for item in args.label)  # model names may hold "=" themselves
-    scores, prompts, models = read_runs(args.runs)
-    print("\n".join(table(scores, prompts, models, labels, key, title) for key, title in METRICS))
+    objects = read_objects(args.runs, labels)
+    models = list(dict.fromkeys(o["model"] for o in objects))
+    prompts = list(dict.fromkeys(o["prompt"] for o in objects))
+    print(markdown_tables(EvalResult(rows=aggregate(objects, models, [POOLED], prompts)), models))
     return 0
 
 

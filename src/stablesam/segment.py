@@ -37,15 +37,25 @@ def parse_numbers(text: str, n: Tuple[int, ...], what: str) -> List[float]:
     return values
 
 
-def parse_box(text: str, size: Tuple[int, int]) -> np.ndarray:
-    """'x0,y0,x1,y1' in pixels of an image of size (H, W) -> (4,)."""
-    x0, y0, x1, y1 = parse_numbers(text, (4,), "--box (expected x0,y0,x1,y1)")
+def box_problem(box, size: Tuple[int, int]) -> Optional[str]:
+    """Why (x0, y0, x1, y1) is no box prompt for an image of size (H, W) (inclusive pixel
+    indices, as `prompts`), or None when it is one."""
+    x0, y0, x1, y1 = box
     h, w = size
     if x1 <= x0 or y1 <= y0:
-        raise InputError(f"--box {text}: inverted or empty box (need x0 < x1 and y0 < y1)")
+        return "inverted or empty box (need x0 < x1 and y0 < y1)"
     if x0 < 0 or y0 < 0 or x1 > w - 1 or y1 > h - 1:
-        raise InputError(f"--box {text}: outside the {w}x{h} image (x in 0..{w - 1}, y in 0..{h - 1})")
-    return np.array([x0, y0, x1, y1])
+        return f"outside the {w}x{h} image (x in 0..{w - 1}, y in 0..{h - 1})"
+    return None
+
+
+def parse_box(text: str, size: Tuple[int, int]) -> np.ndarray:
+    """'x0,y0,x1,y1' in pixels of an image of size (H, W) -> (4,)."""
+    box = parse_numbers(text, (4,), "--box (expected x0,y0,x1,y1)")
+    problem = box_problem(box, size)
+    if problem:
+        raise InputError(f"--box {text}: {problem}")
+    return np.array(box)
 
 
 def parse_point(text: str, size: Tuple[int, int]) -> Tuple[List[float], int]:

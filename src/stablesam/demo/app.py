@@ -16,7 +16,7 @@ import logging
 import socket
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, Tuple
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
@@ -29,7 +29,7 @@ from starlette.staticfiles import StaticFiles
 from ..embedded import EXAMPLES_DIR
 from ..modeling import StableSam
 from ..segment import InputError
-from .engine import MAX_POINTS, MAX_WOBBLE, DemoEngine, number, parse_prompt
+from .engine import MAX_POINTS, MAX_WOBBLE, DemoEngine, Prompt, number, parse_prompt
 from .session import ImageStore, LimitError, StoredImage, mb
 
 if TYPE_CHECKING:
@@ -155,12 +155,16 @@ def create_app(
         item = stored(request.path_params["image_id"])
         return Response(item.jpeg, media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
 
+    async def prompt_request(request: Request) -> Tuple[Dict[str, Any], StoredImage, Prompt]:
+        """The JSON body of a predict/wobble request, its stored image and its checked prompt."""
+        body = await json_body(request)
+        item = stored(body.get("image_id"))
+        return body, item, parse_prompt(body, item.width, item.height)
+
     @api
     async def predict(request: Request) -> Dict[str, Any]:
         start = time.perf_counter()
-        body = await json_body(request)
-        item = stored(body.get("image_id"))
-        prompt = parse_prompt(body, item.width, item.height)
+        body, item, prompt = await prompt_request(request)
         out = await run_in_threadpool(engine.predict, item, prompt, bool(body.get("multimask", False)))
         out["ms"] = round((time.perf_counter() - start) * 1000, 1)
         return out
@@ -168,9 +172,7 @@ def create_app(
     @api
     async def wobble(request: Request) -> Dict[str, Any]:
         start = time.perf_counter()
-        body = await json_body(request)
-        item = stored(body.get("image_id"))
-        prompt = parse_prompt(body, item.width, item.height)
+        body, item, prompt = await prompt_request(request)
         k = body.get("k", WOBBLE_K)
         if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= MAX_WOBBLE:
             raise InputError(f"k (noisy prompts) must be an integer in 2..{MAX_WOBBLE}")

@@ -19,7 +19,7 @@ from ..metrics import stability
 from ..modeling import StableSam
 from ..predictor import StableSamPredictor
 from ..prompts import noisy_boxes, noisy_points, object_rng
-from ..segment import InputError
+from ..segment import InputError, box_problem
 from .session import ImageStore, StoredImage, decode_upload, image_id, to_jpeg
 
 MAX_POINTS = 32
@@ -58,11 +58,9 @@ def parse_prompt(obj: Dict[str, Any], width: int, height: int) -> Prompt:
         if not isinstance(raw_box, list) or len(raw_box) != 4:
             raise InputError("box must be [x0, y0, x1, y1]")
         box = np.array([number(v, "box coordinate") for v in raw_box])
-        x0, y0, x1, y1 = box
-        if x1 <= x0 or y1 <= y0:
-            raise InputError("inverted or empty box (need x0 < x1 and y0 < y1)")
-        if x0 < 0 or y0 < 0 or x1 > width - 1 or y1 > height - 1:
-            raise InputError(f"box {x0:g},{y0:g},{x1:g},{y1:g} is outside {inside}")
+        problem = box_problem(box, (height, width))
+        if problem:
+            raise InputError(f"box {','.join(f'{v:g}' for v in box)}: {problem}")
     if not isinstance(raw_points, list) or len(raw_points) > MAX_POINTS:
         raise InputError(f"points must be a list of at most {MAX_POINTS} [x, y, label]")
     points, labels = [], []
@@ -180,14 +178,19 @@ class DemoEngine:
         rows = np.arange(len(masks))
         return masks[rows, best], scores[rows, best], routing, best
 
+    def _both(self, embedding: Embedding, boxes, coords, labels, multimask: bool = False):
+        """The same N prompts through plain SAM and Stable-SAM -> ({"sam": ..., "stable_sam": ...}
+        of `_decode` results, decoder ms)."""
+        with self.lock:
+            start = time.perf_counter()
+            results = {key: self._decode(embedding, boxes, coords, labels, plugins, multimask)
+                       for key, plugins in (("sam", False), ("stable_sam", True))}
+            return results, (time.perf_counter() - start) * 1000
+
     def predict(self, item: StoredImage, prompt: Prompt, multimask: bool = False) -> Dict[str, Any]:
         """Both models on one prompt: masks as 0/255 PNG data URLs, predicted IoU, α, Δp arrows."""
         out: Dict[str, Any] = {}
-        with self.lock:
-            start = time.perf_counter()
-            results = {key: self._decode(item.embedding, *prompt.batch(), plugins, multimask)
-                       for key, plugins in (("sam", False), ("stable_sam", True))}
-            decoder_ms = (time.perf_counter() - start) * 1000
+        results, decoder_ms = self._both(item.embedding, *prompt.batch(), multimask)
         for key, (masks, scores, _, best) in results.items():
             out[key] = {"iou": round(float(scores[0]), 4), "choice": int(best[0]),
                         "mask": png_data_url(masks[0].astype(np.uint8) * 255)}
@@ -214,12 +217,9 @@ class DemoEngine:
         embedding = Embedding(item.embedding.features, item.embedding.input_size, size)
         work_boxes = None if boxes is None else boxes * [fx, fy, fx, fy]
         work_coords = None if coords is None else coords * [fx, fy]
-        with self.lock:
-            start = time.perf_counter()
-            results = {key: self._decode(embedding, work_boxes, work_coords, labels, plugins)[:2]
-                       for key, plugins in (("sam", False), ("stable_sam", True))}
-            out["decoder_ms"] = round((time.perf_counter() - start) * 1000, 1)
-        for key, (masks, scores) in results.items():
+        results, decoder_ms = self._both(embedding, work_boxes, work_coords, labels)
+        out["decoder_ms"] = round(decoder_ms, 1)
+        for key, (masks, scores, _, _) in results.items():
             counts = masks.sum(axis=0, dtype=np.int32)
             heat = np.rint(counts * (255.0 / k)).astype(np.uint8)
             out[key] = {"heat": png_data_url(heat), "stability": round(stability(masks), 4),
