@@ -190,19 +190,19 @@ def test_bad_inputs(setup, monkeypatch, capsys):
     calls = {"n": 0}
     import stablesam.training as training
 
-    real = training.dice_loss
+    real = training.bce_dice_loss
 
-    def poisoned(logits, target):
+    def poisoned(*args):
         calls["n"] += 1
-        return real(logits, target) * (float("nan") if calls["n"] > 2 * 5 else 1.0)
+        return real(*args) * (float("nan") if calls["n"] > 2 * 5 else 1.0)
 
-    monkeypatch.setattr(training, "dice_loss", poisoned)
+    monkeypatch.setattr(training, "bce_dice_loss", poisoned)
     out = tmp / "nan"
     assert main(train_args(sam_file, data, out, "--steps", 10, "--batch-size", 2, "--checkpoint-every", 2)) == 1
     err = capsys.readouterr().err
     assert "loss is nan at step 6" in err and "step 4) is intact" in err
     assert read_weights(out / "checkpoint.pt")["step"] == 4
     assert not (out / "plugin.pt").exists()
-    monkeypatch.setattr(training, "dice_loss", real)
+    monkeypatch.setattr(training, "bce_dice_loss", real)
     assert main(train_args(sam_file, data, out, "--steps", 10, "--batch-size", 4, "--resume")) == 2
     assert "belongs to another run" in capsys.readouterr().err

@@ -276,11 +276,24 @@ def load_decoder(sam: Sam, path: PathLike, force: bool = False) -> None:
 SAM_FILE_FORMAT = "stablesam-sam"
 
 
-def save_sam_file(sam: Sam, arch: Dict[str, Any], path: PathLike, meta: Optional[Dict[str, Any]] = None) -> None:
-    """A self-describing SAM file: architecture dict + state dict (the embedded model's format)."""
+def save_sam_file(sam: Sam, arch: Dict[str, Any], path: PathLike, meta: Optional[Dict[str, Any]] = None,
+                  dtype: Optional[str] = None) -> None:
+    """A self-describing SAM file: architecture dict + state dict (the embedded model's format).
+
+    dtype "float16" stores floating-point weights at half size; loading casts them back to the
+    model's float32 (what the file then holds is exactly what every load computes with).
+    """
+    if dtype not in (None, "float32", "float16"):
+        raise ValueError(f"dtype must be float32 or float16, got {dtype!r}")
+    cast = torch.float16 if dtype == "float16" else None
+
+    def stored(v: torch.Tensor) -> torch.Tensor:
+        v = v.detach().cpu()
+        return v.to(cast) if cast is not None and v.is_floating_point() else v
+
     atomic_torch_save(
         {"format": SAM_FILE_FORMAT, "format_version": 1, "arch": dict(arch),
-         "state_dict": {k: v.detach().cpu() for k, v in sam.state_dict().items()}, "meta": dict(meta or {})},
+         "state_dict": {k: stored(v) for k, v in sam.state_dict().items()}, "meta": dict(meta or {})},
         path,
     )
 

@@ -23,6 +23,7 @@ from PIL import Image
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 MASK_MODES = ("auto", "threshold", "nonzero", "instances")
 PathLike = Union[str, Path]
+TRIMAP_IGNORE = 128  # the "not classified" border band of a 0/128/255 trimap
 
 
 class DataError(ValueError):
@@ -53,6 +54,14 @@ class ObjectRef:
     image_path: Path
     mask_path: Optional[Path] = None
     instance: Optional[int] = None
+
+
+def is_trimap(m: np.ndarray) -> bool:
+    """A grey mask holding exactly the values 0, 128 and 255 (Oxford-IIIT Pet's trimaps)."""
+    if m.dtype != np.uint8:
+        return False
+    counts = np.bincount(m.ravel(), minlength=256)
+    return bool(counts[TRIMAP_IGNORE] and counts[255] and counts.sum() == counts[0] + counts[128] + counts[255])
 
 
 def read_image(path: PathLike) -> np.ndarray:
@@ -133,8 +142,10 @@ class FolderDataset(_Dataset):
 
     mask_mode: "threshold" (m > threshold), "nonzero" (all ids > 0 form one object),
     "instances" (one object per id > 0, named "stem#id"), "auto" (palette PNG -> "nonzero"
-    with 255 as ignore unless ignore_value is given; otherwise "threshold"). Pixels equal to
-    ignore_value are never foreground and are returned as `Sample.ignore`.
+    with 255 as ignore unless ignore_value is given; otherwise "threshold", and a grey mask that
+    holds exactly the values 0, 128 and 255 is read as a trimap: 128 is ignore, unless
+    ignore_value is given). Pixels equal to ignore_value are never foreground and are returned
+    as `Sample.ignore`.
     stems: optional iterable restricting the stems used (e.g. a committed split).
     """
 
@@ -231,6 +242,8 @@ class FolderDataset(_Dataset):
                 f"{ref.image_path} has {image.shape[1]}x{image.shape[0]} (W x H)"
             )
         mode, ignore_value = self._modes[ref.mask_path]
+        if self.mask_mode == "auto" and ignore_value is None and mode == "threshold" and is_trimap(m):
+            ignore_value = TRIMAP_IGNORE
         ignore = None if ignore_value is None else m == ignore_value
         if mode == "threshold":
             mask = m > self.threshold

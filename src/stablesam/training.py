@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .cache import EmbeddingCache
 from .checkpoints import atomic_torch_save, base_fingerprint, read_weights, save_decoder, save_plugin
+from .losses import bce_dice_loss
 from .modeling import StableSam
 from .prompts import object_rng
 from .reports import save_figure, write_text
@@ -64,6 +65,7 @@ class TrainObject:
     target: torch.Tensor  # (1, 1, 4h, 4w) whole-object mask in the low-res logit frame, soft
     mask_bits: np.ndarray  # np.packbits of the (H, W) mask
     shape: tuple  # (H, W)
+    valid: Optional[torch.Tensor] = None  # (1, 1, 4h, 4w) weight: 0 on ignore pixels, None if none
 
     def mask(self) -> np.ndarray:
         h, w = self.shape
@@ -91,17 +93,13 @@ def prepare_objects(datasets: Sequence, model: StableSam, cache: EmbeddingCache,
             if sample is None:
                 continue
             emb = cache.get(sam, sample.image).features.detach().cpu()
+            size = sam.image_encoder.img_size
+            valid = None if sample.ignore is None else 1 - low_res_target(sample.ignore, size, low)
             objects.append(TrainObject(
-                f"{ds.name}/{sample.name}", emb, low_res_target(sample.mask, sam.image_encoder.img_size, low),
-                np.packbits(sample.mask.ravel()), sample.mask.shape,
+                f"{ds.name}/{sample.name}", emb, low_res_target(sample.mask, size, low),
+                np.packbits(sample.mask.ravel()), sample.mask.shape, valid,
             ))
     return objects
-
-
-def dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    p = torch.sigmoid(logits).flatten(1)
-    t = target.flatten(1)
-    return (1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)).mean()
 
 
 class TrainStep(nn.Module):
@@ -129,8 +127,8 @@ class TrainStep(nn.Module):
                 b = self.transform.apply_boxes(prompts.boxes, obj.shape)
                 boxes = torch.as_tensor(b, dtype=torch.float, device=device)
             logits, _ = self.model.decode(obj.embedding.to(device), points, boxes, multimask_output=False)
-            target = obj.target.to(device)
-            losses.append(F.binary_cross_entropy_with_logits(logits, target) + self.dice_weight * dice_loss(logits, target))
+            valid = None if obj.valid is None else obj.valid.to(device)
+            losses.append(bce_dice_loss(logits, obj.target.to(device), valid, self.dice_weight))
         return torch.stack(losses).mean()
 
 

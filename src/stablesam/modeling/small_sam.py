@@ -9,11 +9,12 @@ or, for the compact convolutional encoder of the embedded tiny SAM (`TINY_SAM_AR
 """
 
 from functools import partial
-from typing import Any, Dict, Sequence
+from typing import Any, Dict, Sequence, Union
 
 import torch
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 from torch import nn
+from torch.nn import functional as F
 
 PROMPT_EMBED_DIM = 256
 ENCODERS = ("vit", "conv")
@@ -58,16 +59,19 @@ class ConvBlock(nn.Module):
 
 
 class ConvImageEncoder(nn.Module):
-    """A compact conv net with total stride 16 and SAM's neck; built from torch modules only.
+    """A compact conv net with SAM's neck; built from torch modules only.
 
-    (B, 3, img_size, img_size) -> (B, out_chans, img_size / 16, img_size / 16).
+    (B, 3, img_size, img_size) -> (B, out_chans, img_size / out_stride, img_size / out_stride).
     - stem: 4 x 4 stride-4 conv to widths[0] + channel LayerNorm;
-    - three stages at strides 4, 8, 16 of depths[i] `ConvBlock`s at widths[i] channels, each
-      after the first entered through channel LayerNorm + 2 x 2 stride-2 conv;
+    - 3 or 4 stages at strides 4, 8, 16 (, 32) of depths[i] `ConvBlock`s at widths[i] channels
+      with kernel_sizes[i] depth-wise kernels, each after the first entered through channel
+      LayerNorm + 2 x 2 stride-2 conv;
     - neck as SAM's ViT encoder: 1 x 1 conv to out_chans -> LayerNorm -> 3 x 3 conv -> LayerNorm.
+      With out_stride 8, or a stride-32 stage, the 1 x 1 conv is a feature pyramid's top-down
+      path: every stage at stride >= out_stride gets its own 1 x 1 conv, upsampled (bilinear) to
+      out_stride and summed, so a fine grid still sees the deepest stage's receptive field.
     Runs in channels_last memory format: PyTorch's CPU backward of depth-wise convs is ~20x
-    faster there, and fastest for kernel_size 3 (5 and 7 measured 2.5x and 5x slower).
-    `img_size` is what SamPredictor and stablesam's cache read.
+    faster there. `img_size` is what SamPredictor and stablesam's cache read.
     """
 
     def __init__(
@@ -75,25 +79,33 @@ class ConvImageEncoder(nn.Module):
         img_size: int = 512,
         widths: Sequence[int] = (32, 64, 192),
         depths: Sequence[int] = (1, 2, 6),
-        kernel_size: int = 3,
+        kernel_size: Union[int, Sequence[int]] = 3,
         expansion: int = 2,
         out_chans: int = PROMPT_EMBED_DIM,
+        out_stride: int = 16,
     ):
         super().__init__()
-        if len(widths) != 3 or len(depths) != 3:
-            raise ValueError(f"conv encoder needs 3 stage widths and depths (strides 4, 8, 16), got {widths}, {depths}")
-        if img_size % 16:
-            raise ValueError(f"conv encoder img_size must be a multiple of 16, got {img_size}")
-        if kernel_size % 2 == 0:
-            raise ValueError(f"conv encoder kernel_size must be odd, got {kernel_size}")
-        self.img_size = img_size
+        n = len(widths)
+        kernels = [kernel_size] * n if isinstance(kernel_size, int) else list(kernel_size)
+        if n not in (3, 4) or len(depths) != n or len(kernels) != n:
+            raise ValueError(f"conv encoder needs 3 or 4 stage widths, depths and kernel sizes (strides 4, 8, 16, 32), "
+                             f"got {widths}, {depths}, {kernel_size}")
+        if out_stride not in (8, 16):
+            raise ValueError(f"conv encoder out_stride must be 8 or 16, got {out_stride}")
+        if img_size % (4 * 2 ** (n - 1)):
+            raise ValueError(f"conv encoder img_size must be a multiple of {4 * 2 ** (n - 1)}, got {img_size}")
+        if any(k % 2 == 0 for k in kernels):
+            raise ValueError(f"conv encoder kernel sizes must be odd, got {kernel_size}")
+        self.img_size, self.out_stride = img_size, out_stride
         self.stem = nn.Sequential(nn.Conv2d(3, widths[0], 4, stride=4), ChannelNorm(widths[0]))
         stages = []
         for i, (width, depth) in enumerate(zip(widths, depths)):
             layers = [] if i == 0 else [ChannelNorm(widths[i - 1]), nn.Conv2d(widths[i - 1], width, 2, stride=2)]
-            layers += [ConvBlock(width, kernel_size, expansion) for _ in range(depth)]
+            layers += [ConvBlock(width, kernels[i], expansion) for _ in range(depth)]
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
+        first = {8: 1, 16: 2}[out_stride]  # index of the first stage read by the neck
+        self.laterals = nn.ModuleList(nn.Conv2d(widths[i], out_chans, 1, bias=False) for i in range(first, n - 1))
         self.neck = nn.Sequential(
             nn.Conv2d(widths[-1], out_chans, 1, bias=False),
             ChannelNorm(out_chans),
@@ -102,8 +114,16 @@ class ConvImageEncoder(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stages(self.stem(x.contiguous(memory_format=torch.channels_last)))
-        return self.neck(x).contiguous()
+        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        y = self.neck[0](features[-1])
+        pyramid = features[len(features) - 1 - len(self.laterals):-1]  # finest first
+        for lateral, f in zip(reversed(self.laterals), reversed(pyramid)):
+            y = F.interpolate(y, size=f.shape[-2:], mode="bilinear", align_corners=False) + lateral(f)
+        return self.neck[1:](y).contiguous()
 
 
 def build_image_encoder(arch: Dict[str, Any]) -> torch.nn.Module:
@@ -124,8 +144,8 @@ def build_image_encoder(arch: Dict[str, Any]) -> torch.nn.Module:
             global_attn_indexes=tuple(arch.get("global_attn_indexes", ())),
         )
     if kind == "conv":
-        if arch.get("patch_size", 16) != 16:
-            raise ValueError(f"the conv encoder has stride 16: patch_size must be 16, got {arch['patch_size']}")
+        if arch.get("patch_size", 16) not in (8, 16):
+            raise ValueError(f"the conv encoder has stride 8 or 16: patch_size must be 8 or 16, got {arch['patch_size']}")
         return ConvImageEncoder(
             img_size=arch["img_size"],
             widths=tuple(arch.get("widths", TINY_SAM_ARCH["widths"])),
@@ -133,6 +153,7 @@ def build_image_encoder(arch: Dict[str, Any]) -> torch.nn.Module:
             kernel_size=arch.get("kernel_size", TINY_SAM_ARCH["kernel_size"]),
             expansion=arch.get("expansion", TINY_SAM_ARCH["expansion"]),
             out_chans=PROMPT_EMBED_DIM,
+            out_stride=arch.get("patch_size", 16),
         )
     raise ValueError(f"unknown image encoder {kind!r}; known: {', '.join(ENCODERS)}")
 
