@@ -98,3 +98,51 @@ def test_click_runs_are_deterministic_and_complete(predictor):
     assert len(a.ious) == 5 and 1 <= len(a.clicks) <= 5
     assert a.clicks[0].positive and gt[a.clicks[0].y, a.clicks[0].x]
     assert len({(c.x, c.y) for c in a.clicks}) == len(a.clicks)
+
+
+class ToyDataset:
+    """Two objects on one random image, as a dataset's `load` gives them."""
+
+    name = "toy"
+
+    def __init__(self):
+        from stablesam.data import Sample
+
+        rng = np.random.default_rng(1)
+        image = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+        a, b = np.zeros((96, 128), bool), np.zeros((96, 128), bool)
+        a[10:50, 20:70] = True
+        b[60:90, 80:120] = True
+        ignore = np.zeros_like(b)
+        ignore[58:60, 80:120] = True
+        self.samples = [Sample("toy", "a", None, image, a), Sample("toy", "b", None, image, b, ignore)]
+
+    def __len__(self):
+        return len(self.samples)
+
+    def load(self, i):
+        return self.samples[i]
+
+
+def test_click_benchmark_rows_agree_with_the_per_object_runs():
+    from stablesam.click_eval import ClickConfig, click_tables, evaluate_clicks
+    from stablesam.models import GrabCutSegmenter, SamSegmenter
+
+    model = StableSam(build_small_sam())
+    seg = SamSegmenter("small", model)
+    config = ClickConfig(max_clicks=4, thresholds=(0.5, 0.99))
+    result = evaluate_clicks([ToyDataset()], [seg], config, progress=False)
+    assert len(result.objects) == 2 and len(result.rows) == 1
+    row = result.rows[0]
+    per_object = [[float(v) for v in o["ious"].split()] for o in result.objects]
+    assert row["mIoU@k"] == pytest.approx(np.mean(per_object, 0).round(4).tolist(), abs=1e-4)
+    expected = [number_of_clicks(ious, 0.99, 4) for ious in per_object]
+    assert row["NoC@99"] == pytest.approx(np.mean([n for n, _ in expected]))
+    assert row["NoF@99"] == sum(f for _, f in expected)
+    for o in result.objects:  # the click sequence can be replayed: x,y,sign per click
+        for token in o["clicks"].split():
+            x, y, sign = token.split(",")
+            assert sign in "+-" and 0 <= int(x) < 128 and 0 <= int(y) < 96
+    assert "NoC@50" in click_tables(result.rows, config)
+    with pytest.raises(ValueError, match="takes no clicks"):
+        evaluate_clicks([ToyDataset()], [GrabCutSegmenter()], config, progress=False)
