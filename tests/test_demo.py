@@ -172,7 +172,7 @@ def test_wobble_on_a_large_image_works_at_a_bounded_size(client, monkeypatch):
     (b"", 400, "the file is empty"),
     (b"%PDF-1.4 not an image at all", 400, "not an image"),
     (CAT[:200], 400, "corrupt or truncated"),
-    (b"\xff" * 300_000, 413, "the limit is 0.2 MB"),
+    (b"\xff" * 300_000, 413, "the file is 300.0 kB; the limit is 200.0 kB"),
 ])
 def test_bad_uploads(client, data, status, message):
     r = client.post("/api/images", content=data)
@@ -339,7 +339,7 @@ def test_byte_limit_while_streaming(fake_embedded):
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         conn.request("POST", "/api/images", body=iter([b"x" * 50_000] * 4), encode_chunked=True)
         r = conn.getresponse()
-        assert r.status == 413 and "over the limit of 0.1 MB" in json.loads(r.read())["error"]
+        assert r.status == 413 and "over the limit of 100.0 kB" in json.loads(r.read())["error"]
         assert post(base, "/api/images", CAT[:20_000], json_body=False)[0] == 400  # under the limit: decoded
         status, out = post(base, "/api/examples/coffee.jpg", b"", json_body=False)
         assert status == 200 and out["width"] == 600

@@ -108,7 +108,8 @@ def test_page_in_headless_chromium(fake_embedded, tmp_path):
             page.set_input_files("#file", files=[{"name": "notes.png", "mimeType": "image/png", "buffer": b"not an image"}])
             expect(page.locator("#message.error")).to_contain_text("notes.png: not an image")
             page.set_input_files("#file", files=[{"name": "big.jpg", "mimeType": "image/jpeg", "buffer": b"x" * 2_000_001}])
-            expect(page.locator("#message.error")).to_contain_text("big.jpg: the file is 2.0 MB; the limit is 2.0 MB")
+            expect(page.locator("#message.error")).to_contain_text(
+                "big.jpg: the file is 2,000,001 bytes; the limit is 2,000,000 bytes")
             page.click("#examples button[data-example='coffee.jpg']")
             expect(page.locator("#image-stats")).to_contain_text("coffee.jpg")
             canvas = page.locator("#prompt-canvas").bounding_box()

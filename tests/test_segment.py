@@ -49,7 +49,7 @@ def test_segment_unreadable_files(tmp_path, capsys, fake_embedded):
     bad.write_text("not an image")
     out = tmp_path / "mask.png"
     rc, _, err = run(capsys, bad, "--box", "1,1,5,5", "--out", out)
-    assert rc == 2 and "not a readable image" in err and not out.exists()
+    assert rc == 2 and "notes.png: not an image" in err and not out.exists()
     rc, _, err = run(capsys, tmp_path / "missing.jpg", "--box", "1,1,5,5", "--out", out)
     assert rc == 2 and "no such file" in err and not out.exists()
 

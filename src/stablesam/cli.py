@@ -1,8 +1,10 @@
 """The `stablesam` command line."""
 
 import argparse
+import contextlib
 import sys
-from typing import List, Optional
+import warnings
+from typing import Iterator, List, Optional
 
 from . import __version__
 
@@ -22,11 +24,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     import torch
     import torchvision
 
-    from .checkpoints import MODEL_TYPES
     from .embedded import BASE_FILE, PLUGIN_FILE, WEIGHTS_DIR, embedded_available
     from .modeling import PluginConfig
     from .modeling.deformable_sampling import DeformableSamplingPlugin
     from .modeling.dynamic_routing import DynamicRoutingPlugin
+    from .models import ACCEPTED
 
     sam_version = package_version("segment-anything")
     config = PluginConfig()
@@ -42,12 +44,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"plugin parameters (256-d decoder): {n_dsp + n_drp:,} "
           f"({(n_dsp + n_drp) / 1e6:.3f} M; DSP {n_dsp:,}, DRP {n_drp:,})")
     print(f"default plugin config: {config.to_dict()}")
-    print("models:")
-    for t in MODEL_TYPES:
-        print(f"  {t}:PATH   official Meta SAM checkpoint (.pth) at PATH (plugins off)")
-    print("  SPEC+plugin=PATH   Stable-SAM: SPEC with the plugin file at PATH")
-    print("  sam:PATH   SAM from a stablesam SAM file (architecture + weights)")
-    print("  grabcut   OpenCV GrabCut from the box (benchmark peer)")
+    print("model SPECs (segment and demo take the SAM ones, not grabcut):")
+    print("\n".join(ACCEPTED.splitlines()[1:]))
     if embedded_available():
         from .checkpoints import read_weights
 
@@ -167,12 +165,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError("no object could be evaluated (see the warnings above)")
     versions = {"stablesam": __version__, "torch": torch.__version__, "numpy": np.__version__,
                 "segment-anything": package_version("segment-anything"), "python": platform.python_version()}
+    bad_files = [{"dataset": ds.name, "problem": problem} for ds in datasets for problem in ds.problems]
     meta = {"samples": args.samples, "seed": args.seed, "prompts": [p.name for p in prompts],
             "command": "stablesam " + shlex.join(args.argv), "versions": versions,
-            "multimask": args.multimask}
+            "multimask": args.multimask, "bad_files": bad_files}
     files = write_reports(result, [s.name for s in segmenters], Path(args.out), meta)
     print(markdown_tables(result, [s.name for s in segmenters]))
     print(f"encoder runs: {cache.encoder_calls} (cache: {cache.root or 'memory only'})")
+    if bad_files:
+        print(f"skipped {len(bad_files)} bad files or objects (listed under bad_files in results.json)")
     print("wrote " + ", ".join(str(f) for f in files.values()))
     return 0
 
@@ -211,8 +212,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .modeling import PluginConfig, StableSam
     from .models import SpecError, build_model, parse_model_spec
     from .rts import RtsMixture
-    from .training import ResumeMismatch, TrainConfig, TrainingError, prepare_objects, train
+    from .training import ResumeMismatch, TrainConfig, TrainingError, prepare_objects, read_checkpoint, train
 
+    finite = [args.lr, args.offset_range] + ([] if args.epochs is None else [args.epochs])
+    if not all(math.isfinite(v) for v in finite) or args.offset_range <= 0:
+        raise UsageError("--lr, --epochs and --offset-range must be finite numbers (and --offset-range positive)")
     if args.batch_size < 1 or args.lr <= 0 or (args.steps is not None and args.steps < 1) or \
             (args.epochs is not None and args.epochs <= 0) or args.checkpoint_every < 1:
         raise UsageError("--batch-size, --steps, --epochs, --checkpoint-every and --lr must be positive")
@@ -246,6 +250,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         model.remove_hooks()
         torch.manual_seed(args.seed)
         model = StableSam(model.sam, plugin_config).to(device)
+    config = TrainConfig(
+        model=spec.text, data=[str(Path(p).resolve().name) for p in args.data], tune=args.tune,
+        total_steps=args.steps or 0, batch_size=args.batch_size, lr=args.lr, seed=args.seed, rts=not args.no_rts,
+        mixture=mixture.to_dict(), plugin=model.config.to_dict(), checkpoint_every=args.checkpoint_every,
+    )
+    if args.resume and (out / "checkpoint.pt").is_file():  # a bad checkpoint is refused before any embedding
+        try:
+            read_checkpoint(out / "checkpoint.pt", config, ignore=() if args.steps else ("total_steps",))
+        except ResumeMismatch as e:
+            raise UsageError(str(e)) from None
     cache = EmbeddingCache(None if args.no_cache else (args.cache or default_cache_dir()))
     if world > 1 and rank != 0:
         dist.barrier()  # rank 0 fills the embedding cache first
@@ -254,12 +268,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         dist.barrier()
     if not objects:
         raise UsageError("the training data holds no usable object (see the warnings above)")
-    steps = args.steps if args.steps is not None else math.ceil((args.epochs or 1) * math.ceil(len(objects) / args.batch_size))
-    config = TrainConfig(
-        model=spec.text, data=[str(Path(p).resolve().name) for p in args.data], tune=args.tune, total_steps=steps,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, rts=not args.no_rts, mixture=mixture.to_dict(),
-        plugin=model.config.to_dict(), checkpoint_every=args.checkpoint_every,
-    )
+    if args.steps is None:
+        config.total_steps = math.ceil((args.epochs or 1) * math.ceil(len(objects) / args.batch_size))
+    steps = config.total_steps
     if rank == 0:
         trainable = sum(p.numel() for p in (model.plugin_parameters() if args.tune == "plugins"
                                             else model.sam.mask_decoder.parameters()))
@@ -309,54 +320,12 @@ def validate(args: argparse.Namespace, spec, out, weights, device) -> None:
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import numpy as np
-
-    from .models import SpecError, build_model, parse_model_spec
-    from .predictor import StableSamPredictor
-    from .segment import InputError, overlay, parse_box, parse_point, read_image, write_png
+    from .segment import InputError, run_segment
 
     try:
-        image = read_image(Path(args.image))
-        box = parse_box(args.box, image.shape[:2]) if args.box else None
-        clicks = [parse_point(p, image.shape[:2]) for p in args.point or []]
-        spec = parse_model_spec(args.model)
-    except (InputError, SpecError) as e:
+        return run_segment(args)
+    except InputError as e:
         raise UsageError(str(e).splitlines()[0]) from None
-    if box is None and not clicks:
-        raise UsageError("no prompt: give --box x0,y0,x1,y1 and/or --point x,y[,label]")
-    if spec.base == "grabcut":
-        raise UsageError("grabcut is a benchmark peer (stablesam eval); segment takes a SAM model SPEC")
-    points = np.array([c for c, _ in clicks], float) if clicks else None
-    labels = np.array([lab for _, lab in clicks]) if clicks else None
-    try:
-        model = build_model(spec, args.device, args.force)
-    except SpecError as e:
-        raise UsageError(str(e).splitlines()[0]) from None
-    predictor = StableSamPredictor(model)
-    predictor.set_image(image)
-    masks, scores, _ = predictor.predict(point_coords=points, point_labels=labels, box=box,
-                                         multimask_output=args.multimask)
-    best = int(np.argmax(scores))
-    mask = masks[best]
-    out = Path(args.out or f"{Path(args.image).stem}_mask.png")
-    write_png(out, mask.astype(np.uint8) * 255)
-    if args.overlay:
-        write_png(Path(args.overlay), overlay(image, mask, box, [] if points is None else points,
-                                              [] if labels is None else labels))
-    print(f"model: {spec.name}")
-    extra = f" (best of 3: {', '.join(f'{s:.3f}' for s in scores)})" if args.multimask else ""
-    print(f"predicted IoU: {scores[best]:.3f}{extra}")
-    alpha = predictor.routing["alpha"]
-    if alpha is None:
-        print("routing weights: none (plugins off)")
-    else:
-        shift = np.abs(predictor.routing["offsets"][0]).mean()
-        print(f"routing weights: alpha = {alpha[0, 0]:.3f} (deformed), {alpha[0, 1]:.3f} (regular); "
-              f"mean |offset| {shift:.2f} embedding cells")
-    print(f"wrote {out} ({image.shape[1]}x{image.shape[0]})" + (f" and {args.overlay}" if args.overlay else ""))
-    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -399,7 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="versions, buildable models, where weights are looked up")
     info.set_defaults(func=cmd_info)
 
-    from .models import ACCEPTED, DEFAULT_SPEC
+    from .images import MAX_PIXELS
+    from .models import ACCEPTED, DEFAULT_SPEC, SAM_ACCEPTED
     from .prompts import DEFAULT_PROMPTS
 
     ev = sub.add_parser("eval", help="prompt-robustness benchmark: models x datasets x prompt types",
@@ -452,21 +422,26 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     sg = sub.add_parser("segment", help="segment one image from a box and/or clicks",
-                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ACCEPTED)
-    sg.add_argument("image", metavar="IMAGE")
-    sg.add_argument("--box", metavar="x0,y0,x1,y1", help="box prompt in image pixels")
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SAM_ACCEPTED)
+    sg.add_argument("image", metavar="IMAGE", help="any image Pillow reads; EXIF orientation is applied")
+    sg.add_argument("--box", metavar="x0,y0,x1,y1", help="box prompt in image pixels (after EXIF orientation)")
     sg.add_argument("--point", action="append", metavar="x,y[,label]",
-                    help="click (label 1 foreground, default; 0 background); repeatable")
+                    help="click (label 1 foreground, default; 0 background); repeatable. Values may be "
+                         "negative: --box -5,0,9,9 is read as --box=-5,0,9,9")
     sg.add_argument("--model", default=DEFAULT_SPEC, metavar="SPEC", help=f"default {DEFAULT_SPEC}")
-    sg.add_argument("--out", metavar="MASK.png", help="0/255 mask of the image's size (default IMAGE-stem_mask.png)")
-    sg.add_argument("--overlay", metavar="OVERLAY.png", help="also write the image with mask and prompt drawn")
+    sg.add_argument("--out", metavar="MASK.png",
+                    help="0/255 mask of the image's size, .png/.bmp/.tif (default IMAGE-stem_mask.png)")
+    sg.add_argument("--overlay", metavar="OVERLAY.png",
+                    help="also write the image with mask and prompt drawn (.png/.jpg/.webp/.bmp/.tif)")
+    sg.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                    help=f"largest image in pixels, width x height (default {MAX_PIXELS / 1e6:.0f} MP)")
     sg.add_argument("--multimask", action="store_true", help="3 candidate masks, keep the best predicted IoU")
     sg.add_argument("--device", default=None)
     sg.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
     sg.set_defaults(func=cmd_segment)
 
     dm = sub.add_parser("demo", help="interactive page: draw a box or click, see SAM and Stable-SAM side by side",
-                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ACCEPTED)
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SAM_ACCEPTED)
     dm.add_argument("--model", default=DEFAULT_SPEC, metavar="SPEC",
                     help=f"a SAM with a plugin (default {DEFAULT_SPEC}); plain SAM is the same model with the plugins off")
     dm.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -482,16 +457,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def one_line_warnings(prefix: str) -> Iterator[None]:
+    """Warnings (a skipped bad file, ...) as one line each: 'PREFIX: warning: message', without
+    the source line Python prints under a warning by default."""
+    from .data import DataWarning
+
+    original = warnings.formatwarning
+
+    def one_line(message, category, filename, lineno, line=None) -> str:
+        kind = "" if issubclass(category, DataWarning) else f" ({category.__name__})"
+        return f"{prefix}: warning{kind}: {str(message).splitlines()[0] if str(message) else ''}\n"
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original
+
+
+def join_negative_values(argv: List[str]) -> List[str]:
+    """`--box -5,0,9,9` -> `--box=-5,0,9,9`: argparse would take '-5,0,9,9' for an option."""
+    out: List[str] = []
+    for arg in argv:
+        if out and out[-1] in ("--box", "--point") and arg.startswith("-") and not arg.startswith("--"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_negative_values(argv))
     args.argv = argv
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
-        return args.func(args)
+        with one_line_warnings(f"stablesam {args.command}"):
+            return args.func(args)
     except UsageError as e:
         print(f"stablesam {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -20,6 +20,8 @@ from typing import Iterable, Iterator, Optional, Union
 import numpy as np
 from PIL import Image
 
+from .images import InputError, load_image
+
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 MASK_MODES = ("auto", "threshold", "nonzero", "instances")
 PathLike = Union[str, Path]
@@ -65,12 +67,14 @@ def is_trimap(m: np.ndarray) -> bool:
 
 
 def read_image(path: PathLike) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; raises DataError naming the file if it cannot be decoded."""
+    """(H, W, 3) uint8 RGB through the shared loader (`stablesam.images.load_image`, every image
+    mode handled the same way as in the CLI and the demo), as stored: no EXIF rotation (masks
+    and COCO polygons are drawn on the stored pixels) and no pixel limit but Pillow's
+    decompression-bomb one. Raises DataError naming the file if it cannot be used."""
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as e:  # PIL raises many types for corrupt/truncated files
-        raise DataError(f"cannot read image {path}: {e}") from e
+        return load_image(path, exif=False, max_pixels=None, min_side=1)
+    except InputError as e:
+        raise DataError(str(e)) from None
 
 
 def read_mask(path: PathLike) -> tuple[np.ndarray, str]:
@@ -107,9 +111,14 @@ class _Dataset:
     def _read(self, ref: ObjectRef) -> Sample:
         raise NotImplementedError
 
+    problems: tuple = ()  # what `_bad` reported so far (a list once there is one), for reports
+
     def _bad(self, message: str) -> None:
         if self.strict:
             raise DataError(message)
+        if "problems" not in vars(self):
+            self.problems = []
+        self.problems.append(message)
         warnings.warn(f"{message}; skipped", DataWarning, stacklevel=3)
 
     def __len__(self) -> int:

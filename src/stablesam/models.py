@@ -21,12 +21,13 @@ from .prompts import Prompts
 
 EMBEDDED = ("tiny-sam", "tiny-stable-sam")
 DEFAULT_SPEC = "tiny-stable-sam"
-ACCEPTED = """accepted model SPECs:
+SAM_ACCEPTED = """accepted model SPECs:
   vit_b:PATH, vit_l:PATH, vit_h:PATH   SAM from an official checkpoint (plugins off)
   sam:PATH                             SAM from a stablesam SAM file (architecture + weights)
   tiny-sam, tiny-stable-sam            the embedded base model / the embedded Stable-SAM
   SPEC+plugin=PATH                     Stable-SAM: that SAM with the plugin file at PATH
-  SPEC+decoder=PATH                    that SAM with decoder-tuned weights (DT baseline)
+  SPEC+decoder=PATH                    that SAM with decoder-tuned weights (DT baseline)"""
+ACCEPTED = SAM_ACCEPTED + """
   grabcut, grabcut@N                   OpenCV GrabCut initialised from the box (boxes only); @N: on the
                                        image resized to N px on its long side (faster; masks upsampled)"""
 

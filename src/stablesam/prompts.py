@@ -19,7 +19,9 @@ DEFAULT_PROMPTS = (
     "gt-box,noisy-box@0.1,noisy-box@0.2,noisy-box@0.3,noisy-box@0.4,noisy-box@0.5,"
     "points@1,points@3,points@5"
 )
-_ACCEPTED = "accepted forms: 'gt-box', 'noisy-box@S' (S a float >= 0, e.g. noisy-box@0.4), 'points@K' (K an int >= 1)"
+MAX_CLICKS = 100  # points@K: K at most this
+_ACCEPTED = ("accepted forms: 'gt-box', 'noisy-box@S' (S a float >= 0, e.g. noisy-box@0.4), "
+             f"'points@K' (K an int in 1..{MAX_CLICKS})")
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,8 @@ def parse_prompt(name: Union[str, PromptType]) -> PromptType:
             k = int(arg)
         except ValueError:
             raise ValueError(f"bad click count {arg!r} in prompt {text!r}; {_ACCEPTED}") from None
-        if k < 1:
-            raise ValueError(f"click count must be >= 1 in prompt {text!r}; {_ACCEPTED}")
+        if not 1 <= k <= MAX_CLICKS:
+            raise ValueError(f"click count must be in 1..{MAX_CLICKS} in prompt {text!r}; {_ACCEPTED}")
         return PromptType("points", k)
     raise ValueError(f"unknown prompt type {text!r}; {_ACCEPTED}")
 

@@ -1,6 +1,7 @@
 """What `stablesam eval` writes: results.json, results.md, per_object.csv and two figures."""
 
 import csv
+import glob
 import io
 import json
 import os
@@ -31,6 +32,14 @@ def atomic_write(path: Path, write: Callable) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(folder: Path, names: List[str]) -> None:
+    """Delete the temporary files an `atomic_write` of `folder/name` leaves when its process is
+    killed mid-write (call it where no other process writes these files)."""
+    for name in names:
+        for tmp in folder.glob(glob.escape(name) + ".*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def write_text(path: Path, text: str) -> None:
@@ -198,6 +207,8 @@ def write_reports(result: EvalResult, models: List[str], out: Path, meta: Dict) 
     }
     write_text(files["json"], json.dumps({"rows": result.rows, **meta, "skipped": result.skipped}, indent=2))
     header = f"Command: `{meta['command']}`\n\nK = {meta['samples']} prompts per object and prompt type, seed {meta['seed']}.\n\n"
+    if meta.get("bad_files"):
+        header += f"{len(meta['bad_files'])} bad files or objects were skipped (see bad_files in results.json).\n\n"
     write_text(files["md"], header + markdown_tables(result, models))
     write_csv(files["csv"], result.objects)
     if not noise_curve(result, models, files["curve"]):

@@ -8,6 +8,7 @@ Whatever the prompt, the target is the whole-object mask (a click on a part is s
 with the whole object).
 """
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Dict, Tuple
 
@@ -29,6 +30,9 @@ class RtsMixture:
 
     def __post_init__(self) -> None:
         rates = self.rates()
+        raw = (self.gt_box, self.noisy_box, self.points, self.box_points, self.max_noise)
+        if not all(math.isfinite(v) for v in raw):
+            raise ValueError(f"RTS rates and max_noise must be finite numbers, got {raw}")
         if any(r < 0 for r in rates.values()) or sum(rates.values()) <= 0:
             raise ValueError(f"RTS rates must be >= 0 with a positive sum, got {rates}")
         if self.max_noise < 0 or self.max_points < 1:

@@ -1,39 +1,38 @@
-"""`stablesam segment`: one image, a box and/or clicks, a mask PNG (and an overlay)."""
+"""`stablesam segment`: one image, a box and/or clicks, a mask (and an overlay).
 
+Every check (outputs, image, prompt, model SPEC) runs before the model does; a bad input is an
+`InputError` (the CLI prints its first line and exits with 2) and no file is written.
+"""
+
+import argparse
 import io
+import math
+import os
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from .images import InputError, load_image
 from .reports import atomic_write
 
-
-class InputError(ValueError):
-    """Bad user input, reported in one line."""
-
-
-def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB, or InputError naming the problem."""
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return np.array(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise InputError(f"{path}: not a readable image ({type(e).__name__})") from None
+# Output formats by extension: a mask must survive lossless (0/255 only); an overlay is a picture.
+MASK_FORMATS: Dict[str, str] = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+OVERLAY_FORMATS: Dict[str, str] = {**MASK_FORMATS, ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 
 
 def parse_numbers(text: str, n: Tuple[int, ...], what: str) -> List[float]:
+    """'a,b,...' -> n finite numbers, or InputError (NaN, inf and 1e999 are not coordinates)."""
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
         values = []
     if len(values) not in n:
         raise InputError(f"bad {what} {text!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"bad {what} {text!r}: every value must be a finite number")
     return values
 
 
@@ -61,9 +60,9 @@ def parse_box(text: str, size: Tuple[int, int]) -> np.ndarray:
 def parse_point(text: str, size: Tuple[int, int]) -> Tuple[List[float], int]:
     """'x,y[,label]' (label 1 = foreground, 0 = background) -> ([x, y], label)."""
     values = parse_numbers(text, (2, 3), "--point (expected x,y or x,y,label)")
-    label = int(values[2]) if len(values) == 3 else 1
     if len(values) == 3 and values[2] not in (0, 1):
         raise InputError(f"--point {text}: label must be 1 (foreground) or 0 (background)")
+    label = int(values[2]) if len(values) == 3 else 1
     h, w = size
     x, y = values[:2]
     if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
@@ -87,10 +86,79 @@ def overlay(image: np.ndarray, mask: np.ndarray, box: Optional[np.ndarray], poin
     return out
 
 
-def write_png(path: Path, array: np.ndarray) -> None:
+def check_output(path: Path, formats: Dict[str, str], option: str, inputs: List[Path]) -> None:
+    """Refuse an output path before any work: an extension without a fitting format, a folder,
+    or a path that is one of `inputs` (by name or, through links, by inode)."""
+    if path.suffix.lower() not in formats:
+        raise InputError(f"{option} {path}: the extension must be one of {', '.join(formats)} "
+                         f"(the file is written in the format it names)")
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file name")
+    for other in inputs:
+        same = os.path.abspath(path) == os.path.abspath(other)
+        if not same and path.exists() and other.exists():
+            same = os.path.samefile(path, other)
+        if same:
+            raise InputError(f"{option} {path} is the same file as {other}; it would be overwritten")
+
+
+def write_image(path: Path, array: np.ndarray) -> None:
+    """Atomically write an image in the format its extension names (`OVERLAY_FORMATS`)."""
+    fmt = OVERLAY_FORMATS[path.suffix.lower()]
+
     def write(f):
         buf = io.BytesIO()
-        Image.fromarray(array).save(buf, format="PNG")
+        Image.fromarray(array).save(buf, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
         f.write(buf.getvalue())
 
     atomic_write(path, write)
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    """`stablesam segment` with its parsed arguments: print the scores, write the mask (and overlay)."""
+    from .models import SpecError, build_model, parse_model_spec
+    from .predictor import StableSamPredictor
+
+    image_path = Path(args.image)
+    out = Path(args.out or f"{image_path.stem}_mask.png")
+    if args.max_pixels < 1:
+        raise InputError("--max-pixels must be positive")
+    check_output(out, MASK_FORMATS, "--out", [image_path])
+    if args.overlay:
+        check_output(Path(args.overlay), OVERLAY_FORMATS, "--overlay", [image_path, out])
+    image = load_image(image_path, max_pixels=args.max_pixels)
+    box = parse_box(args.box, image.shape[:2]) if args.box else None
+    clicks = [parse_point(p, image.shape[:2]) for p in args.point or []]
+    if box is None and not clicks:
+        raise InputError("no prompt: give --box x0,y0,x1,y1 and/or --point x,y[,label]")
+    try:
+        spec = parse_model_spec(args.model)
+        if spec.base == "grabcut":
+            raise SpecError("grabcut is a benchmark peer (stablesam eval); segment takes a SAM model SPEC")
+        model = build_model(spec, args.device, args.force)
+    except SpecError as e:
+        raise InputError(str(e)) from None
+    points = np.array([c for c, _ in clicks], float) if clicks else None
+    labels = np.array([lab for _, lab in clicks]) if clicks else None
+    predictor = StableSamPredictor(model)
+    predictor.set_image(image)
+    masks, scores, _ = predictor.predict(point_coords=points, point_labels=labels, box=box,
+                                         multimask_output=args.multimask)
+    best = int(np.argmax(scores))
+    mask = masks[best]
+    write_image(out, mask.astype(np.uint8) * 255)
+    if args.overlay:
+        write_image(Path(args.overlay), overlay(image, mask, box, [] if points is None else points,
+                                                [] if labels is None else labels))
+    print(f"model: {spec.name}")
+    extra = f" (best of 3: {', '.join(f'{s:.3f}' for s in scores)})" if args.multimask else ""
+    print(f"predicted IoU: {scores[best]:.3f}{extra}")
+    alpha = predictor.routing["alpha"]
+    if alpha is None:
+        print("routing weights: none (plugins off)")
+    else:
+        shift = np.abs(predictor.routing["offsets"][0]).mean()
+        print(f"routing weights: alpha = {alpha[0, 0]:.3f} (deformed), {alpha[0, 1]:.3f} (regular); "
+              f"mean |offset| {shift:.2f} embedding cells")
+    print(f"wrote {out} ({image.shape[1]}x{image.shape[0]})" + (f" and {args.overlay}" if args.overlay else ""))
+    return 0

@@ -21,11 +21,13 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .cache import EmbeddingCache
-from .checkpoints import atomic_torch_save, base_fingerprint, read_weights, save_decoder, save_plugin
+from .checkpoints import (
+    CheckpointError, atomic_torch_save, base_fingerprint, read_weights, save_decoder, save_plugin,
+)
 from .losses import bce_dice_loss
 from .modeling import StableSam
 from .prompts import object_rng
-from .reports import save_figure, write_text
+from .reports import remove_stale_temps, save_figure, write_text
 from .rts import GT_BOX_ONLY, RtsMixture, sample_rts_prompt
 
 CHECKPOINT_FORMAT = "stablesam-train-checkpoint"
@@ -37,7 +39,7 @@ class TrainingError(RuntimeError):
 
 
 class ResumeMismatch(TrainingError):
-    """--resume found a checkpoint of a different run."""
+    """--resume found a checkpoint it cannot continue: unreadable, foreign, or another run's."""
 
 
 @dataclass
@@ -179,12 +181,36 @@ def set_trainable(model: StableSam, tune: str) -> List[nn.Parameter]:
     return params
 
 
-def write_log(out: Path, rows: List[Dict]) -> None:
+def read_checkpoint(path: Path, config: TrainConfig, ignore: Sequence[str] = ()) -> Dict:
+    """The training checkpoint at `path` if `config` (but the `ignore` keys) can continue it;
+    ResumeMismatch saying why not otherwise. Cheap: `stablesam train --resume` calls it before
+    embedding any image, then `train` again with the final config."""
+    try:
+        ckpt = read_weights(path, "cpu")
+    except CheckpointError as e:
+        raise ResumeMismatch(f"cannot resume: {e}") from None
+    saved = ckpt.get("config")
+    if ckpt.get("format") != CHECKPOINT_FORMAT or not isinstance(saved, dict) or \
+            not isinstance(ckpt.get("step"), int) or not isinstance(ckpt.get("log"), list) or \
+            not isinstance(ckpt.get("trainable"), dict) or not isinstance(ckpt.get("optimizer"), dict):
+        raise ResumeMismatch(f"cannot resume: {path} is not a stablesam training checkpoint; "
+                             "use another --out or drop --resume")
+    changed = [k for k in RESUME_KEYS if k not in ignore and saved.get(k) != asdict(config).get(k)]
+    if changed:
+        raise ResumeMismatch(f"{path} belongs to another run (differs in: {', '.join(changed)}); "
+                             "use another --out or drop --resume")
+    return ckpt
+
+
+def write_log_csv(out: Path, rows: List[Dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["step", "loss", "lr", "seconds"])
     writer.writeheader()
     writer.writerows(rows)
     write_text(out / "log.csv", buf.getvalue())
+
+
+def plot_loss(out: Path, rows: List[Dict]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -220,14 +246,13 @@ def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out
     ckpt_path = out / "checkpoint.pt"
     start, log, last_saved = 0, [], None
     if resume and ckpt_path.is_file():
-        ckpt = read_weights(ckpt_path, "cpu")
-        saved = ckpt.get("config", {})
-        changed = [k for k in RESUME_KEYS if saved.get(k) != asdict(config).get(k)]
-        if ckpt.get("format") != CHECKPOINT_FORMAT or changed:
-            raise ResumeMismatch(f"{ckpt_path} belongs to another run (differs in: {', '.join(changed) or 'format'}); "
-                                "use another --out or drop --resume")
-        load_trainable_state(model, config.tune, ckpt["trainable"])
-        optimizer.load_state_dict(ckpt["optimizer"])
+        ckpt = read_checkpoint(ckpt_path, config)
+        try:
+            load_trainable_state(model, config.tune, ckpt["trainable"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as e:
+            raise ResumeMismatch(f"cannot resume: {ckpt_path} does not fit this model "
+                                 f"({str(e).splitlines()[0][:120]})") from None
         start, log, last_saved = ckpt["step"], list(ckpt["log"]), ckpt["step"]
     elif resume and rank == 0 and progress:
         print(f"no checkpoint in {out}: starting from step 0")
@@ -239,14 +264,16 @@ def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out
             atomic_torch_save({"format": CHECKPOINT_FORMAT, "step": step, "config": asdict(config),
                                "trainable": trainable_state(model, config.tune),
                                "optimizer": optimizer.state_dict(), "log": log}, ckpt_path)
+            write_log_csv(out, log)
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out, ["checkpoint.pt", "plugin.pt", "decoder.pt", "config.json", "log.csv", "loss.png"])
         write_text(out / "config.json", json.dumps({**asdict(config), "world_size": world,
                                                     "objects": len(objects), "base": base_name}, indent=2))
     bar = tqdm(range(start, config.total_steps), initial=start, total=config.total_steps,
                desc=f"train {config.tune}", unit="step", disable=not progress or rank > 0)
-    t0 = time.time()
+    t0 = time.time() - (log[-1]["seconds"] if log else 0.0)  # a resumed run's clock goes on
     for step in bar:
         loss = runner(step_items(objects, step, config, rank, world))
         value = loss.detach().clone()
@@ -277,5 +304,5 @@ def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out
             save_decoder(model.sam, files["weights"], base_name, fingerprint, meta=meta)
         save_checkpoint(config.total_steps)
         if log:
-            write_log(out, log)
+            plot_loss(out, log)
     return {"files": files, "log": log, "rank": rank}

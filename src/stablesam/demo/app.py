@@ -28,16 +28,15 @@ from starlette.staticfiles import StaticFiles
 
 from ..embedded import EXAMPLES_DIR
 from ..modeling import StableSam
-from ..segment import InputError
+from ..images import MAX_PIXELS, InputError, LimitError
 from .engine import MAX_POINTS, MAX_WOBBLE, DemoEngine, Prompt, number, parse_prompt
-from .session import ImageStore, LimitError, StoredImage, mb
+from .session import ImageStore, StoredImage, sizes
 
 if TYPE_CHECKING:
     import uvicorn
 
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_BYTES = 20_000_000
-MAX_PIXELS = 25_000_000
 MAX_IMAGES = 8
 MAX_JSON_BYTES = 64_000
 WOBBLE_K, WOBBLE_SCALE = 10, 0.3
@@ -78,13 +77,14 @@ def api(handler: Callable[[Request], Awaitable[Any]]) -> Callable[[Request], Awa
 async def read_body(request: Request, limit: int, what: str, hint: str = "") -> bytes:
     """The request body, refused with 413 as soon as it passes `limit` bytes."""
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise LimitError(f"the {what} is {mb(int(declared))}; the limit is {mb(limit)}{hint}")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        size, limit_text = sizes(int(declared), limit)
+        raise LimitError(f"the {what} is {size}; the limit is {limit_text}{hint}")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise LimitError(f"the {what} is over the limit of {mb(limit)}{hint}")
+            raise LimitError(f"the {what} is over the limit of {sizes(size, limit)[1]}{hint}")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -117,7 +117,7 @@ def create_app(
         body = await read_body(request, MAX_JSON_BYTES, "request")
         try:
             obj = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             raise InputError("the request body is not JSON") from None
         if not isinstance(obj, dict):
             raise InputError("the request body must be a JSON object")
@@ -165,7 +165,10 @@ def create_app(
     async def predict(request: Request) -> Dict[str, Any]:
         start = time.perf_counter()
         body, item, prompt = await prompt_request(request)
-        out = await run_in_threadpool(engine.predict, item, prompt, bool(body.get("multimask", False)))
+        multimask = body.get("multimask", False)
+        if not isinstance(multimask, bool):
+            raise InputError(f"multimask must be true or false, got {str(multimask)[:40]!r}")
+        out = await run_in_threadpool(engine.predict, item, prompt, multimask)
         out["ms"] = round((time.perf_counter() - start) * 1000, 1)
         return out
 

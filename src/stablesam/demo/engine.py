@@ -19,7 +19,8 @@ from ..metrics import stability
 from ..modeling import StableSam
 from ..predictor import StableSamPredictor
 from ..prompts import noisy_boxes, noisy_points, object_rng
-from ..segment import InputError, box_problem
+from ..images import InputError
+from ..segment import box_problem
 from .session import ImageStore, StoredImage, decode_upload, image_id, to_jpeg
 
 MAX_POINTS = 32
@@ -44,9 +45,15 @@ class Prompt:
 
 
 def number(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise InputError(f"{what} must be a finite number, got {value!r}")
-    return float(value)
+    """A JSON number as a finite float, or InputError (booleans, strings, NaN, inf and integers
+    too large for a float are not numbers here)."""
+    try:
+        result = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # a 400-digit integer
+        result = math.inf
+    if not math.isfinite(result):
+        raise InputError(f"{what} must be a finite number, got {str(value)[:40]!r}")
+    return result
 
 
 def parse_prompt(obj: Dict[str, Any], width: int, height: int) -> Prompt:

@@ -1,24 +1,18 @@
 """Uploaded images of the demo: decoding with limits, and a bounded LRU of their embeddings."""
 
 import hashlib
-import io
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..cache import Embedding
-from ..segment import InputError
+from ..images import InputError, LimitError, load_image
 
-MIN_SIDE = 2  # prompts need an image of at least 2 x 2 px (prompts.fix_boxes)
-
-
-class LimitError(InputError):
-    """An upload over the byte or pixel limit (HTTP 413)."""
+__all__ = ["ImageStore", "LimitError", "StoredImage", "decode_upload", "image_id", "sizes", "to_jpeg"]
 
 
 def image_id(data: bytes) -> str:
@@ -26,38 +20,26 @@ def image_id(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def mb(n: float) -> str:
-    return f"{n / 1e6:.1f} MB"
+def size_text(n: int) -> str:
+    """A byte count for people: 'N bytes', 'N.N kB' or 'N.N MB'."""
+    if n < 1000:
+        return f"{n} bytes"
+    return f"{n / 1e3:.1f} kB" if n < 1_000_000 else f"{n / 1e6:.1f} MB"
+
+
+def sizes(size: int, limit: int) -> Tuple[str, str]:
+    """A size and its limit for one message; exact byte counts where rounding would make them equal."""
+    a, b = size_text(size), size_text(limit)
+    return (f"{size:,} bytes", f"{limit:,} bytes") if a == b else (a, b)
 
 
 def decode_upload(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """Uploaded file bytes -> (H, W, 3) uint8 RGB, EXIF orientation applied (as browsers show it).
-
-    The pixel limit is checked on the header, before any pixel is decoded."""
+    """Uploaded file bytes -> (H, W, 3) uint8 RGB through the shared loader (`images.load_image`:
+    EXIF orientation applied, as browsers show it; the pixel limit checked on the header)."""
     if len(data) > max_bytes:
-        raise LimitError(f"the file is {mb(len(data))}; the limit is {mb(max_bytes)} (stablesam demo --max-bytes)")
-    if not data:
-        raise InputError("the file is empty")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise LimitError(f"the image is {w}x{h} = {w * h / 1e6:.1f} MP; the limit is "
-                                 f"{max_pixels / 1e6:.1f} MP (stablesam demo --max-pixels)")
-            im.load()
-            im = ImageOps.exif_transpose(im)
-            rgb = np.array(im.convert("RGB"))
-    except InputError:
-        raise
-    except Image.DecompressionBombError:
-        raise LimitError(f"the image has too many pixels; the limit is {max_pixels / 1e6:.1f} MP") from None
-    except UnidentifiedImageError:
-        raise InputError("not an image (no image format recognised in the file)") from None
-    except (OSError, ValueError, SyntaxError) as e:  # truncated or corrupt data
-        raise InputError(f"corrupt or truncated image ({type(e).__name__}: {str(e)[:80]})") from None
-    if min(rgb.shape[:2]) < MIN_SIDE:
-        raise InputError(f"the image is {rgb.shape[1]}x{rgb.shape[0]} px; it needs at least {MIN_SIDE} px per side")
-    return rgb
+        size, limit = sizes(len(data), max_bytes)
+        raise LimitError(f"the file is {size}; the limit is {limit} (stablesam demo --max-bytes)")
+    return load_image(data, exif=True, max_pixels=max_pixels)
 
 
 @dataclass

@@ -43,7 +43,12 @@
     });
   }
 
-  const mb = (n) => `${(n / 1e6).toFixed(1)} MB`;
+  const sizeText = (n) => (n < 1e3 ? `${n} bytes` : n < 1e6 ? `${(n / 1e3).toFixed(1)} kB` : `${(n / 1e6).toFixed(1)} MB`);
+  // A size and its limit for one message (as the server's `sizes`): exact bytes where rounding makes them equal.
+  function sizes(size, limit) {
+    const [a, b] = [sizeText(size), sizeText(limit)];
+    return a === b ? [`${size.toLocaleString("en")} bytes`, `${limit.toLocaleString("en")} bytes`] : [a, b];
+  }
 
   // ------------------------------------------------------------------ images
   async function useImage(request, name) {
@@ -69,7 +74,8 @@
   function uploadFile(file) {
     const c = state.config;
     if (c && file.size > c.max_bytes) {
-      message(`${file.name}: the file is ${mb(file.size)}; the limit is ${mb(c.max_bytes)}`, "error");
+      const [size, limit] = sizes(file.size, c.max_bytes);
+      message(`${file.name}: the file is ${size}; the limit is ${limit}`, "error");
       return;
     }
     useImage(() => api("/api/images", {
@@ -423,7 +429,7 @@
     }
     const c = state.config;
     $("model-info").textContent = `model ${c.model || "(unnamed)"} on ${c.device} · image embedding ` +
-      `${c.grid[0]}×${c.grid[1]} · uploads up to ${mb(c.max_bytes)} and ${(c.max_pixels / 1e6).toFixed(1)} MP`;
+      `${c.grid[0]}×${c.grid[1]} · uploads up to ${sizeText(c.max_bytes)} and ${(c.max_pixels / 1e6).toFixed(1)} MP`;
     $("wobble-k").value = c.wobble.k;
     $("wobble-k").max = c.max_wobble;
     $("wobble-scale").value = c.wobble.scale;
