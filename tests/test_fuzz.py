@@ -20,7 +20,7 @@ from stablesam.rts import RtsMixture
 from stablesam.segment import parse_box, parse_point
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
-FUZZ = settings(max_examples=60, deadline=None,
+FUZZ = settings(max_examples=60, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 SIZE = (48, 64)  # H, W of the fuzzed images
 COUNTER = itertools.count()

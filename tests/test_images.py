@@ -247,7 +247,7 @@ VALID_PNG = (lambda b: (Image.fromarray(grey8()).save(b, format="PNG"), b.getval
 VALID_JPEG = (lambda b: (Image.fromarray(grey8()).save(b, format="JPEG"), b.getvalue())[1])(io.BytesIO())
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(base=st.sampled_from([VALID_PNG, VALID_JPEG]),
        flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=6),
        cut=st.one_of(st.none(), st.integers(0, 10_000)))

@@ -20,6 +20,7 @@ Whatever Pillow opens becomes an (H, W, 3) uint8 RGB array the model can use, or
 
 import io
 import os
+import threading
 import warnings
 from pathlib import Path
 from typing import Optional, Union
@@ -34,6 +35,7 @@ HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 ALPHA_MODES = ("LA", "La", "PA", "RGBA", "RGBa")
 PILLOW_PIXEL_LIMIT = 2 * Image.MAX_IMAGE_PIXELS  # Pillow raises DecompressionBombError above it
 ImageSource = Union[str, os.PathLike, bytes]
+_WARNINGS_LOCK = threading.Lock()  # catch_warnings changes process-wide state (demo: many threads)
 
 
 class InputError(ValueError):
@@ -99,14 +101,14 @@ def load_image(source: ImageSource, exif: bool = True, max_pixels: Optional[int]
 def decode(source: ImageSource, exif: bool, max_pixels: Optional[int], min_side: int) -> np.ndarray:
     """`load_image` without the file name in its messages."""
     if not isinstance(source, bytes) and not Path(source).is_file():
-        raise InputError("no such file")
+        raise InputError("not a file" if Path(source).exists() else "no such file")
     if (len(source) if isinstance(source, bytes) else Path(source).stat().st_size) == 0:
         raise InputError("the file is empty")
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        with warnings.catch_warnings():  # Pillow warns between its two limits; ours decides
+        with _WARNINGS_LOCK, warnings.catch_warnings():  # Pillow warns between its two limits; ours decides
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(stream)
+            im = Image.open(stream)  # reads the header only
         with im:
             check_pixels(*im.size, max_pixels, min_side)
             im.load()
