@@ -6,13 +6,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from stablesam.data import (
-    CocoDataset,
-    DataError,
-    DataWarning,
-    FolderDataset,
-    open_dataset,
-)
+from stablesam.data import CocoDataset, DataError, DataWarning, FolderDataset
+from stablesam.layouts import open_dataset
 
 SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
 
@@ -187,7 +182,7 @@ def test_open_dataset(good_root: Path, coco_json: Path, tmp_path: Path):
     assert isinstance(open_dataset(good_root), FolderDataset)
     ds = open_dataset(coco_json, min_area=50)  # image_dir defaults to the sibling images/
     assert isinstance(ds, CocoDataset) and len(ds) == 1
-    with pytest.raises(DataError, match="COCO annotation .json"):
+    with pytest.raises(DataError, match="no such file or folder"):
         open_dataset(tmp_path / "nowhere")
 
 

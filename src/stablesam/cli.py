@@ -72,8 +72,10 @@ class UsageError(Exception):
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", nargs="+", required=True, metavar="PATH",
-                   help="dataset folders (images/ + masks/ paired by stem) or COCO instance JSON files")
+    p.add_argument("--data", nargs="+", required=True, metavar="SPEC",
+                   help="datasets: [NAME=]FOLDER (images/ + masks/, im/ + gt/, ... or images and .png masks side "
+                        "by side), [NAME=]IMAGES_DIR:MASKS_DIR, a COCO instance .json, or a list file (.txt/.json) "
+                        "of such SPECs")
     p.add_argument("--split", metavar="FILE", help="a split list (lines 'dataset/stem'): use only those objects")
     p.add_argument("--mask-mode", default="auto", choices=["auto", "threshold", "nonzero", "instances"],
                    help="how a mask file becomes objects (default auto: palette PNG -> ids > 0, else > 127)")
@@ -92,30 +94,28 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
 
 
 def open_datasets(args: argparse.Namespace) -> list:
-    from pathlib import Path
-
-    from .data import DataError, load_split, open_dataset
+    from .data import DataError, load_split
+    from .layouts import parse_spec
 
     split = load_split(args.split) if args.split else None
     datasets = []
-    for path in args.data:
-        p = Path(path)
-        if not p.exists():
-            raise UsageError(f"--data {path}: no such file or folder")
-        options = dict(strict=args.strict)
-        if p.is_dir():
-            options.update(mask_mode=args.mask_mode, threshold=args.threshold, ignore_value=args.ignore_value)
-            if split is not None:
-                stems = split.get(p.resolve().name)
-                if not stems:
-                    raise UsageError(f"--split {args.split} lists no objects of dataset {p.resolve().name!r}")
-                options["stems"] = stems
-        else:
-            options.update(min_area=args.min_area, image_dir=args.image_dir)
+    for spec in args.data:
         try:
-            datasets.append(open_dataset(p, **options))
+            sources = parse_spec(spec, image_dir=args.image_dir)
         except DataError as e:
-            raise UsageError(str(e)) from None
+            raise UsageError(f"--data {spec}: {e}") from None
+        for source in sources:
+            options = dict(strict=args.strict, mask_mode=args.mask_mode, threshold=args.threshold,
+                           ignore_value=args.ignore_value, min_area=args.min_area)
+            if split is not None and source.coco is None:
+                stems = split.get(source.name)
+                if not stems:
+                    raise UsageError(f"--split {args.split} lists no objects of dataset {source.name!r}")
+                options["stems"] = stems
+            try:
+                datasets.append(source.open(**options))
+            except DataError as e:
+                raise UsageError(str(e)) from None
     return datasets
 
 

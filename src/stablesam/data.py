@@ -149,6 +149,10 @@ class _Dataset:
 class FolderDataset(_Dataset):
     """`root/images/<stem>.<ext>` paired with `root/masks/<stem>.png`.
 
+    Other layouts (`stablesam.layouts` finds them): `image_dir` and `mask_dir` name the two
+    folders; when they are the same folder, images and masks lie side by side (`x.jpg` +
+    `x.png`: the .png of a stem is its mask, any other image file its image).
+
     mask_mode: "threshold" (m > threshold), "nonzero" (all ids > 0 form one object),
     "instances" (one object per id > 0, named "stem#id"), "auto" (palette PNG -> "nonzero"
     with 255 as ignore unless ignore_value is given; otherwise "threshold", and a grey mask that
@@ -166,16 +170,22 @@ class FolderDataset(_Dataset):
         ignore_value: Optional[int] = None,
         stems: Optional[Iterable[str]] = None,
         strict: bool = False,
+        image_dir: Optional[PathLike] = None,
+        mask_dir: Optional[PathLike] = None,
+        name: Optional[str] = None,
     ) -> None:
         if mask_mode not in MASK_MODES:
             raise ValueError(f"mask_mode must be one of {MASK_MODES}, got {mask_mode!r}")
         self.root = Path(root)
         self.mask_mode, self.threshold, self.ignore_value = mask_mode, threshold, ignore_value
         self.strict = strict
-        self.name = self.root.resolve().name
-        image_dir, mask_dir = self.root / "images", self.root / "masks"
+        self.name = name or self.root.resolve().name
+        image_dir = self.root / "images" if image_dir is None else Path(image_dir)
+        mask_dir = self.root / "masks" if mask_dir is None else Path(mask_dir)
         if not image_dir.is_dir() or not mask_dir.is_dir():
-            raise DataError(f"{self.root} is not a dataset folder: expected sub-folders images/ and masks/")
+            missing = image_dir if not image_dir.is_dir() else mask_dir
+            raise DataError(f"{self.root} is not a dataset folder: {missing} is not a folder "
+                            "(expected images/ and masks/, or see stablesam.layouts)")
         self._modes: dict[Path, tuple[str, Optional[int]]] = {}  # mask -> (mode, ignore value)
         self.objects = []
         for stem, image_path, mask_path in self._pairs(image_dir, mask_dir, stems):
@@ -187,9 +197,11 @@ class FolderDataset(_Dataset):
         self, image_dir: Path, mask_dir: Path, stems: Optional[Iterable[str]]
     ) -> list[tuple[str, Path, Path]]:
         wanted = None if stems is None else set(stems)
+        side_by_side = image_dir.resolve() == mask_dir.resolve()
+        image_exts = IMAGE_EXTENSIONS - {".png"} if side_by_side else IMAGE_EXTENSIONS
         images: dict[str, list[Path]] = {}
         for p in image_dir.iterdir():
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS:
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in image_exts:
                 if wanted is None or p.stem in wanted:
                     images.setdefault(p.stem, []).append(p)
         masks = {
@@ -347,26 +359,6 @@ class CocoDataset(_Dataset):
         if not mask.any():
             raise DataError(f"annotation {ref.name} in {self.annotation_json} decodes to an empty mask")
         return Sample(self.name, ref.name, ref.image_path, image, mask, None)
-
-
-def open_dataset(path: PathLike, **options) -> Union[FolderDataset, CocoDataset]:
-    """A folder with images/ and masks/ -> FolderDataset; a COCO .json -> CocoDataset.
-
-    For a .json, `image_dir` defaults to the folder `images` next to the JSON if it exists,
-    else the JSON's own folder. Other options go to the dataset class.
-    """
-    path = Path(path)
-    if path.is_dir() and (path / "images").is_dir() and (path / "masks").is_dir():
-        return FolderDataset(path, **options)
-    if path.is_file() and path.suffix.lower() == ".json":
-        image_dir = options.pop("image_dir", None)
-        if image_dir is None:
-            image_dir = path.parent / "images" if (path.parent / "images").is_dir() else path.parent
-        return CocoDataset(path, image_dir, **options)
-    raise DataError(
-        f"cannot open dataset {path}: expected a folder with images/<stem>.<ext> and "
-        "masks/<stem>.png, or a COCO annotation .json file"
-    )
 
 
 def load_split(path: PathLike) -> dict[str, set[str]]:
