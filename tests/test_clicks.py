@@ -146,3 +146,35 @@ def test_click_benchmark_rows_agree_with_the_per_object_runs():
     assert "NoC@50" in click_tables(result.rows, config)
     with pytest.raises(ValueError, match="takes no clicks"):
         evaluate_clicks([ToyDataset()], [GrabCutSegmenter()], config, progress=False)
+
+
+def test_eval_cli_clicks_protocol_writes_tables_csv_and_curve(tmp_path, fake_embedded, capsys):
+    import csv
+    import json
+
+    from PIL import Image
+
+    from stablesam.cli import main
+
+    root = tmp_path / "toy"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    toy = ToyDataset()
+    for s in toy.samples:
+        Image.fromarray(toy.samples[0].image).save(root / "images" / f"{s.name}.png")
+        Image.fromarray(s.mask.astype(np.uint8) * 255).save(root / "masks" / f"{s.name}.png")
+    out = tmp_path / "out"
+    args = ["eval", "--data", str(root), "--model", "tiny-sam", "--model", "tiny-stable-sam", "--protocol",
+            "prompts,clicks", "--prompts", "gt-box", "--samples", "1", "--max-clicks", "3", "--no-cache",
+            "--out", str(out)]
+    assert main(args) == 0
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["clicks"]["max_clicks"] == 3 and len(summary["clicks"]["rows"]) == 2
+    assert len(summary["rows"]) == 2  # the prompt table is still there
+    assert "NoC@85" in (out / "results.md").read_text() and (out / "click_curve.png").stat().st_size > 0
+    rows = list(csv.DictReader((out / "per_object.csv").open()))
+    click_rows = [r for r in rows if r["protocol"] == "clicks"]
+    assert len(click_rows) == 4 and all(len(r["ious"].split()) == 3 for r in click_rows)
+    assert main(args[:3] + ["--model", "grabcut", "--protocol", "clicks", "--out", str(out)]) == 2
+    assert "takes no clicks" in capsys.readouterr().err
+    assert main(args[:5] + ["--protocol", "taps", "--out", str(out)]) == 2

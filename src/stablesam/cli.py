@@ -134,10 +134,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .prompts import parse_prompts
     from .reports import markdown_tables, write_reports
 
+    from .click_eval import ClickConfig, check_clickable, click_tables, evaluate_clicks, parse_thresholds
+
+    protocols = [p.strip() for p in args.protocol.split(",") if p.strip()]
+    unknown = sorted(set(protocols) - {"prompts", "clicks"})
+    if unknown or not protocols:
+        raise UsageError(f"--protocol {args.protocol!r}: expected prompts, clicks or prompts,clicks")
     try:
         prompts = parse_prompts(args.prompts)
+        thresholds = parse_thresholds(args.iou_thresholds)
     except ValueError as e:
-        raise UsageError(f"--prompts: {e}") from None
+        raise UsageError(f"--prompts / --iou-thresholds: {e}") from None
+    if not 1 <= args.max_clicks <= 1000:
+        raise UsageError("--max-clicks must be between 1 and 1000")
     if args.samples < 1:
         raise UsageError("--samples must be >= 1")
     if args.limit is not None and args.limit < 1:
@@ -159,18 +168,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
         segmenters = [build_segmenter(s, cache, args.device, args.force, args.seed) for s in specs]
     except SpecError as e:
         raise UsageError(str(e)) from None
-    config = EvalConfig(prompts, args.samples, args.seed, args.limit, args.multimask)
-    result = evaluate(datasets, segmenters, config)
-    if not result.rows:
+    click_config = ClickConfig(args.max_clicks, thresholds, args.limit)
+    if "clicks" in protocols:
+        try:
+            check_clickable(segmenters)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    result = clicks = None
+    if "prompts" in protocols:
+        result = evaluate(datasets, segmenters, EvalConfig(prompts, args.samples, args.seed, args.limit, args.multimask))
+    if "clicks" in protocols:
+        clicks = evaluate_clicks(datasets, segmenters, click_config)
+    if (result is not None and not result.rows) or (clicks is not None and not clicks.rows):
         raise UsageError("no object could be evaluated (see the warnings above)")
     versions = {"stablesam": __version__, "torch": torch.__version__, "numpy": np.__version__,
                 "segment-anything": package_version("segment-anything"), "python": platform.python_version()}
     bad_files = [{"dataset": ds.name, "problem": problem} for ds in datasets for problem in ds.problems]
-    meta = {"samples": args.samples, "seed": args.seed, "prompts": [p.name for p in prompts],
+    meta = {"protocols": protocols, "samples": args.samples, "seed": args.seed,
+            "prompts": [p.name for p in prompts] if result is not None else [],
             "command": "stablesam " + shlex.join(args.argv), "versions": versions,
             "multimask": args.multimask, "bad_files": bad_files}
-    files = write_reports(result, [s.name for s in segmenters], Path(args.out), meta)
-    print(markdown_tables(result, [s.name for s in segmenters]))
+    models = [s.name for s in segmenters]
+    files = write_reports(result, models, Path(args.out), meta, clicks, click_config)
+    if result is not None:
+        print(markdown_tables(result, models))
+    if clicks is not None:
+        print(click_tables(clicks.rows, click_config))
     print(f"encoder runs: {cache.encoder_calls} (cache: {cache.root or 'memory only'})")
     if bad_files:
         print(f"skipped {len(bad_files)} bad files or objects (listed under bad_files in results.json)")
@@ -384,6 +407,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, metavar="N", help="first N objects of each dataset")
     ev.add_argument("--out", default="stablesam-eval", metavar="DIR", help="output folder (default ./stablesam-eval)")
     ev.add_argument("--multimask", action="store_true", help="3 masks per prompt, keep the best predicted IoU")
+    ev.add_argument("--protocol", default="prompts", metavar="LIST",
+                    help="prompts (K random prompts per type, the default), clicks (the f-BRS/RITM simulated user: "
+                         "NoC, NoF, mIoU per click) or prompts,clicks")
+    ev.add_argument("--max-clicks", type=int, default=20, metavar="N", help="clicks protocol: clicks per object (default 20)")
+    ev.add_argument("--iou-thresholds", default="0.85,0.9", metavar="LIST",
+                    help="clicks protocol: IoU targets of NoC / NoF (default 0.85,0.9)")
     add_runtime_options(ev)
     ev.set_defaults(func=cmd_eval)
 

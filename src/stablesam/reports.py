@@ -78,12 +78,14 @@ def markdown_tables(result: EvalResult, models: List[str]) -> str:
 
 
 def write_csv(path: Path, objects: List[Dict]) -> None:
+    """One row per record; the columns are the union of the records' keys in first-seen order
+    (prompt records and click records share model, dataset and object)."""
     buf = io.StringIO()
-    fields = ["model", "dataset", "object", "prompt", "iou", "biou", "stability", "n"]
+    fields = list(dict.fromkeys(k for o in objects for k in o))
     writer = csv.DictWriter(buf, fieldnames=fields)
     writer.writeheader()
     for o in objects:
-        writer.writerow({k: ("" if o[k] is None else o[k]) for k in fields})
+        writer.writerow({k: ("" if o.get(k) is None else o[k]) for k in fields})
     write_text(path, buf.getvalue())
 
 
@@ -199,20 +201,38 @@ def example_sheet(result: EvalResult, models: List[str], path: Path) -> bool:
     return True
 
 
-def write_reports(result: EvalResult, models: List[str], out: Path, meta: Dict) -> Dict[str, Path]:
+def write_reports(result: Optional[EvalResult], models: List[str], out: Path, meta: Dict,
+                  clicks=None, click_config=None) -> Dict[str, Path]:
+    """results.json, results.md, per_object.csv and the figures of a prompt benchmark (`result`)
+    and/or a click benchmark (`clicks`, a click_eval.ClickResult run with `click_config`)."""
+    from .click_eval import click_curve, click_tables
+
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "json": out / "results.json", "md": out / "results.md", "csv": out / "per_object.csv",
-        "curve": out / "noise_curve.png", "examples": out / "examples.png",
+        "curve": out / "noise_curve.png", "examples": out / "examples.png", "clicks": out / "click_curve.png",
     }
-    write_text(files["json"], json.dumps({"rows": result.rows, **meta, "skipped": result.skipped}, indent=2))
-    header = f"Command: `{meta['command']}`\n\nK = {meta['samples']} prompts per object and prompt type, seed {meta['seed']}.\n\n"
+    summary = {"rows": result.rows if result else [], **meta, "skipped": result.skipped if result else {}}
+    if clicks is not None:
+        summary["clicks"] = {"max_clicks": click_config.max_clicks, "thresholds": list(click_config.thresholds),
+                             "rows": clicks.rows}
+    write_text(files["json"], json.dumps(summary, indent=2))
+    header = f"Command: `{meta['command']}`\n\n"
+    if result is not None:
+        header += f"K = {meta['samples']} prompts per object and prompt type, seed {meta['seed']}.\n\n"
     if meta.get("bad_files"):
         header += f"{len(meta['bad_files'])} bad files or objects were skipped (see bad_files in results.json).\n\n"
-    write_text(files["md"], header + markdown_tables(result, models))
-    write_csv(files["csv"], result.objects)
-    if not noise_curve(result, models, files["curve"]):
+    body = markdown_tables(result, models) if result is not None else ""
+    if clicks is not None:
+        body += "\n" + click_tables(clicks.rows, click_config)
+    write_text(files["md"], header + body)
+    records = [{"protocol": "prompts", **o} for o in (result.objects if result else [])]
+    records += [{"protocol": "clicks", **o} for o in (clicks.objects if clicks is not None else [])]
+    write_csv(files["csv"], records)
+    if result is None or not noise_curve(result, models, files["curve"]):
         files.pop("curve")
-    if not example_sheet(result, models, files["examples"]):
+    if result is None or not example_sheet(result, models, files["examples"]):
         files.pop("examples")
+    if clicks is None or not click_curve(clicks.rows, files["clicks"]):
+        files.pop("clicks")
     return files
