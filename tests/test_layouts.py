@@ -113,3 +113,24 @@ def test_eval_cli_reads_a_list_file(tmp_path, fake_embedded, capsys):
     assert {r["dataset"] for r in rows} >= {"A", "B"} and all(r["objects"] == 1 for r in rows if r["dataset"] in "AB")
     assert main(["eval", "--data", str(tmp_path / "nowhere.txt"), "--model", "tiny-sam", "--out", str(out)]) == 2
     assert "nowhere.txt: no such file or folder" in capsys.readouterr().err
+
+
+def test_shipped_list_files_read_hqseg44k_as_downloaded(tmp_path):
+    """docs/datasets/*.txt against a miniature of HQ-SAM's data/ folder, through --data-root."""
+    data = tmp_path / "sam-hq" / "data"
+    put(data / "DIS5K" / "DIS-TR" / "im", "dis", mask_folder=data / "DIS5K" / "DIS-TR" / "gt")
+    put(data / "DIS5K" / "DIS-VD" / "im", "disv", mask_folder=data / "DIS5K" / "DIS-VD" / "gt")
+    thin = data / "thin_object_detection"
+    put(thin / "ThinObject5K" / "images_train", "t1", mask_folder=thin / "ThinObject5K" / "masks_train")
+    put(thin / "ThinObject5K" / "images_test", "t2", mask_folder=thin / "ThinObject5K" / "masks_test")
+    put(thin / "COIFT" / "images", "c", mask_folder=thin / "COIFT" / "masks")
+    put(thin / "HRSOD" / "images", "h", mask_folder=thin / "HRSOD" / "masks_max255")
+    for name in ("fss_all", "DUTS-TR", "DUTS-TE", "ecssd", "MSRA_10K"):
+        put(data / "cascade_psp" / name, name.lower().replace("-", ""))
+    docs = Path(__file__).resolve().parents[1] / "docs" / "datasets"
+    train = open_datasets(docs / "hqseg44k_train.txt", data_root=data)
+    assert [d.name for d in train] == ["DIS5K-TR", "ThinObject5K-TR", "FSS", "DUTS-TR", "DUTS-TE", "ECSSD", "MSRA10K"]
+    assert all(len(d) == 1 for d in train)
+    test = open_datasets(docs / "stable_sam_test.txt", data_root=data)
+    assert [(d.name, d.objects[0].name) for d in test] == [
+        ("DIS5K-VD", "disv"), ("ThinObject5K-TE", "t2"), ("COIFT", "c"), ("HR-SOD", "h")]

@@ -76,6 +76,8 @@ def add_data_options(p: argparse.ArgumentParser) -> None:
                    help="datasets: [NAME=]FOLDER (images/ + masks/, im/ + gt/, ... or images and .png masks side "
                         "by side), [NAME=]IMAGES_DIR:MASKS_DIR, a COCO instance .json, or a list file (.txt/.json) "
                         "of such SPECs")
+    p.add_argument("--data-root", metavar="DIR", default=None,
+                   help="relative paths inside list files (and --data SPECs not found here) are taken under DIR")
     p.add_argument("--split", metavar="FILE", help="a split list (lines 'dataset/stem'): use only those objects")
     p.add_argument("--mask-mode", default="auto", choices=["auto", "threshold", "nonzero", "instances"],
                    help="how a mask file becomes objects (default auto: palette PNG -> ids > 0, else > 127)")
@@ -101,7 +103,7 @@ def open_datasets(args: argparse.Namespace) -> list:
     datasets = []
     for spec in args.data:
         try:
-            sources = parse_spec(spec, image_dir=args.image_dir)
+            sources = parse_spec(spec, image_dir=args.image_dir, data_root=args.data_root)
         except DataError as e:
             raise UsageError(f"--data {spec}: {e}") from None
         for source in sources:

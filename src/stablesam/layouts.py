@@ -10,6 +10,7 @@ A dataset SPEC (what `--data` takes) is `[NAME=]PATH` or `[NAME=]IMAGES_DIR:MASK
 - a COCO instance `.json` (images beside it in `images/`, or `image_dir=`);
 - a list file (`.txt`, one SPEC per line, `#` comments; or `.json`: a list of SPECs or of
   {"name", "images", "masks"} objects): several datasets, paths relative to the list file.
+`data_root` (`--data-root`) is where a list file's relative entries live, when not beside it.
 NAME overrides the dataset's name (by default the folder's name; for a pair of sub-folders or
 `IMAGES_DIR:MASKS_DIR` with generic names, their parent's name), which is what split files and
 reports use.
@@ -95,11 +96,21 @@ def _is_coco(path: Path) -> bool:
 
 
 def parse_spec(spec: Union[str, dict], base: Optional[Path] = None, image_dir: Optional[PathLike] = None,
-               _seen: tuple = ()) -> List[DatasetSource]:
-    """A dataset SPEC (or a list-file entry) -> its sources; relative paths resolve against `base`."""
+               data_root: Optional[PathLike] = None, _seen: tuple = ()) -> List[DatasetSource]:
+    """A dataset SPEC (or a list-file entry) -> its sources.
+
+    Relative paths resolve against `base` (a list file's folder for its entries; the current
+    folder at the top). With `data_root`, a list file's entries resolve against it instead, and a
+    top-level SPEC not found from the current folder is looked for under it: a list of datasets
+    kept with the code (docs/datasets/) then reads data that lives elsewhere.
+    """
     def where(p: str) -> Path:
         q = Path(p).expanduser()
-        return q if base is None or q.is_absolute() else base / q
+        if q.is_absolute():
+            return q
+        if base is None and data_root is not None and not q.exists() and (Path(data_root) / q).exists():
+            return Path(data_root) / q
+        return q if base is None else base / q
 
     if isinstance(spec, dict):
         if "images" not in spec:
@@ -126,7 +137,7 @@ def parse_spec(spec: Union[str, dict], base: Optional[Path] = None, image_dir: O
                                                     else path.parent)
         return [DatasetSource(name or path.stem, folder, None, path)]
     if suffix in LIST_SUFFIXES or suffix == ".json":
-        return _read_list(path, image_dir, _seen)
+        return _read_list(path, image_dir, data_root, _seen)
     raise DataError(f"cannot open dataset {path}: expected a folder, IMAGES_DIR:MASKS_DIR, a COCO .json "
                     "or a list file (.txt / .json)")
 
@@ -138,7 +149,8 @@ def _pair(images: Path, masks: Path, name: Optional[str]) -> DatasetSource:
     return DatasetSource(name or _name(images, masks), images, masks)
 
 
-def _read_list(path: Path, image_dir: Optional[PathLike], seen: tuple) -> List[DatasetSource]:
+def _read_list(path: Path, image_dir: Optional[PathLike], data_root: Optional[PathLike],
+               seen: tuple) -> List[DatasetSource]:
     if path.resolve() in seen:
         raise DataError(f"list file {path} includes itself")
     seen = seen + (path.resolve(),)
@@ -155,7 +167,8 @@ def _read_list(path: Path, image_dir: Optional[PathLike], seen: tuple) -> List[D
         raise DataError(f"list file {path} names no dataset")
     sources = []
     for entry in entries:
-        sources.extend(parse_spec(entry, path.parent, image_dir, seen))
+        base = Path(data_root) if data_root is not None else path.parent
+        sources.extend(parse_spec(entry, base, image_dir, data_root, seen))
     names = [s.name for s in sources]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
@@ -173,6 +186,8 @@ def open_dataset(path: PathLike, **options) -> Union[FolderDataset, CocoDataset]
     return sources[0].open(**options)
 
 
-def open_datasets(spec: PathLike, **options) -> List[Union[FolderDataset, CocoDataset]]:
-    """Every dataset a SPEC names (a list file names several)."""
-    return [s.open(**dict(options)) for s in parse_spec(str(spec), image_dir=options.get("image_dir"))]
+def open_datasets(spec: PathLike, data_root: Optional[PathLike] = None,
+                  **options) -> List[Union[FolderDataset, CocoDataset]]:
+    """Every dataset a SPEC names (a list file names several); see parse_spec for data_root."""
+    sources = parse_spec(str(spec), image_dir=options.get("image_dir"), data_root=data_root)
+    return [s.open(**dict(options)) for s in sources]
