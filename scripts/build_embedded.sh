@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Rebuild the embedded model (src/stablesam/weights/) from ../shared/data with fixed seeds:
-# the tiny SAM base, then its Stable-SAM plugin, then SHA256SUMS.
+# the tiny SAM v2 base, then its Stable-SAM plugin, then SHA256SUMS.
 #
-#   scripts/build_embedded.sh            # everything (about 2.5 h of base training on 2 CPU cores)
-#   STAGE=plugin scripts/build_embedded.sh   # only the plugin, on the shipped base
+#   scripts/build_embedded.sh                  # everything (about 6.5 h of base training on this 2-core CPU)
+#   STAGE=base scripts/build_embedded.sh       # the base only (resumable: rerun the same command)
+#   STAGE=plugin scripts/build_embedded.sh     # only the plugin, on the shipped base (~10 min)
 #
-# The shipped base was trained in the same two pieces this script runs: steps 0-1243 of a
-# 3,600-step schedule, then (from the exported weights, fresh optimizer, 100-step LR re-warmup)
-# steps 1243-3150 of a 3,150-step schedule. Each step's data is a pure function of (seed, step),
-# so a piece interrupted and continued with --resume sees the same data. bf16 autocast on the CPU
-# means another CPU can end with slightly different weights; rerun and compare with `stablesam eval`.
+# The base trains 7,000 steps of 8 images x 2 prompts on one thread (bfloat16 autocast), in
+# pieces: a piece stops cleanly at --minutes (MINUTES, default 120) and the same command resumes
+# it exactly from $RUN/base/checkpoint.pt (each step's data is a pure function of (seed, step)).
+# A session that lost $RUN keeps only the committed wip/tiny_sam_v2.pt (float16 weights + the
+# step they reached): INIT=wip/tiny_sam_v2.pt continues from it with a fresh optimizer and a
+# 100-step learning-rate re-warmup, on the same schedule. bf16 autocast on another CPU can end
+# with slightly different weights; rerun and compare with `stablesam eval`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -17,23 +20,30 @@ DATA=${DATA:-../shared/data}
 RUN=${RUN:-runs/embedded}
 WEIGHTS=src/stablesam/weights
 STAGE=${STAGE:-all}
+# 4 stages (strides 4-32, depth-wise 3/3/5/7), a pyramid neck to SAM's decoder at 32 x 32:
+# docs/results/tiny_sam_v2_pilots.md says why this grid.
+ARCH='{"encoder": "conv", "img_size": 512, "patch_size": 16, "widths": [48, 96, 192, 320], "depths": [2, 2, 6, 2], "kernel_size": [3, 3, 5, 7], "expansion": 2}'
+SETS=("$DATA/davis345" "$DATA/coco_mval" "$DATA/weizmann_horse" "$DATA/ecssd" "$DATA/oxford_pets")
 mkdir -p "$RUN"
 
-if [ "$STAGE" = all ]; then
-  "$PY" scripts/train_tiny_sam.py --data-root "$DATA" --out "$RUN/base1" --resume --seed 0 \
-    --total-steps 3600 --steps-this-run 1243 --batch-size 8 --prompts-per-image 2 --threads 1 \
-    --export "$RUN/base_step1243.pt"
-  "$PY" scripts/train_tiny_sam.py --data-root "$DATA" --out "$RUN/base2" --resume --seed 0 \
-    --init "$RUN/base_step1243.pt" --total-steps 3150 --batch-size 8 --prompts-per-image 2 --threads 1 \
-    --export "$RUN/tiny_sam.pt" --eval-val 100
+if [ "$STAGE" = all ] || [ "$STAGE" = base ]; then
+  INIT_ARGS=()
+  if [ -n "${INIT:-}" ] && [ ! -f "$RUN/base/checkpoint.pt" ]; then INIT_ARGS=(--init "$INIT"); fi
+  "$PY" scripts/train_tiny_sam.py --data-root "$DATA" --out "$RUN/base" --resume --seed 0 --arch "$ARCH" \
+    --total-steps 7000 --warmup-steps 200 --batch-size 8 --prompts-per-image 2 --threads 1 \
+    --export "$RUN/tiny_sam.pt" --export-dtype float16 --eval-val 150 --eval-minutes 45 \
+    --minutes "${MINUTES:-120}" "${INIT_ARGS[@]}"
+  step=$("$PY" -c "import torch; print(torch.load('$RUN/tiny_sam.pt', weights_only=True)['meta']['steps'])")
+  if [ "$step" -lt 7000 ]; then echo "base at step $step of 7000: rerun to continue"; exit 0; fi
   cp "$RUN/tiny_sam.pt" "$WEIGHTS/tiny_sam.pt"
 fi
 
-# Stable-SAM plugin: RTS on the training split (default plugin config), fixed seed.
-"$PY" -m stablesam train --model "sam:$WEIGHTS/tiny_sam.pt" --tune plugins \
-  --data "$DATA/davis345" "$DATA/coco_mval" "$DATA/weizmann_horse" --split splits/train.txt \
-  --epochs "${PLUGIN_EPOCHS:-4}" --batch-size 8 --lr 1e-3 --seed 0 --out "$RUN/plugin" --resume
-cp "$RUN/plugin/plugin.pt" "$WEIGHTS/tiny_stable_sam_plugin.pt"
-
-(cd "$WEIGHTS" && sha256sum tiny_sam.pt tiny_stable_sam_plugin.pt > SHA256SUMS)
-echo "wrote $WEIGHTS/tiny_sam.pt, $WEIGHTS/tiny_stable_sam_plugin.pt and SHA256SUMS"
+if [ "$STAGE" = all ] || [ "$STAGE" = plugin ]; then
+  # Stable-SAM plugin: RTS on the training split (default plugin config), fixed seed.
+  "$PY" -m stablesam train --model "sam:$WEIGHTS/tiny_sam.pt" --tune plugins --data "${SETS[@]}" \
+    --split splits/train.txt --epochs "${PLUGIN_EPOCHS:-4}" --batch-size 8 --lr 1e-3 --seed 0 \
+    --out "$RUN/plugin" --resume
+  cp "$RUN/plugin/plugin.pt" "$WEIGHTS/tiny_stable_sam_plugin.pt"
+  (cd "$WEIGHTS" && sha256sum tiny_sam.pt tiny_stable_sam_plugin.pt > SHA256SUMS)
+  echo "wrote $WEIGHTS/tiny_sam.pt, $WEIGHTS/tiny_stable_sam_plugin.pt and SHA256SUMS"
+fi
