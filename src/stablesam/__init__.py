@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .automatic import StableSamAutomaticMaskGenerator
 from .checkpoints import CheckpointError, attach_plugin, load_model, read_plugin, save_plugin
 from .images import InputError, load_image
 from .modeling import PluginConfig, StableSam
@@ -12,6 +13,7 @@ __all__ = [
     "InputError",
     "PluginConfig",
     "StableSam",
+    "StableSamAutomaticMaskGenerator",
     "StableSamPredictor",
     "attach_plugin",
     "load_image",

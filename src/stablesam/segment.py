@@ -119,6 +119,10 @@ def run_segment(args: argparse.Namespace) -> int:
     from .models import SpecError, build_model, parse_model_spec
     from .predictor import StableSamPredictor
 
+    if getattr(args, "everything", False):
+        from .everything import run_everything
+
+        return run_everything(args)
     image_path = Path(args.image)
     out = Path(args.out or f"{image_path.stem}_mask.png")
     if args.max_pixels < 1:

@@ -7,6 +7,12 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def is_tracing() -> bool:
+    """True while torch.jit / torch.onnx trace the model: the plugins then use plain,
+    out-of-place ops (no chunking, caches or in-place kernels) that export to standard ONNX."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 class DeformableSamplingPlugin(nn.Module):
     """x_p -> (x*_{p+Δp}, Δp).
 
@@ -40,14 +46,16 @@ class DeformableSamplingPlugin(nn.Module):
     def cell_grid(self, h: int, w: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """(x, y) index of every cell, (h, w, 2), cached per size/device/dtype."""
         key = (h, w, device, dtype)
-        grid = self._grids.get(key)
+        grid = None if is_tracing() else self._grids.get(key)
         if grid is None:
             ys, xs = torch.meshgrid(
                 torch.arange(h, device=device, dtype=dtype),
                 torch.arange(w, device=device, dtype=dtype),
                 indexing="ij",
             )
-            grid = self._grids[key] = torch.stack((xs, ys), dim=-1)
+            grid = torch.stack((xs, ys), dim=-1)
+            if not is_tracing():
+                self._grids[key] = grid
         return grid
 
     def compute_offsets(self, x_star: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -56,7 +64,7 @@ class DeformableSamplingPlugin(nn.Module):
         spatial = x_star.view(b, h, w, c).permute(0, 3, 1, 2)  # channels-last view, no copy
         d = self.dwconv(spatial).permute(0, 2, 3, 1)  # (B, h, w, C)
         d = self.norm(d)
-        d = F.gelu(d) if torch.is_grad_enabled() else torch.ops.aten.gelu_(d)
+        d = F.gelu(d) if torch.is_grad_enabled() or is_tracing() else torch.ops.aten.gelu_(d)
         return self.offset_range * torch.tanh(self.offset(d))
 
     def sample(self, x: torch.Tensor, offsets: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -65,7 +73,8 @@ class DeformableSamplingPlugin(nn.Module):
         Computes what `grid_sample(mode="bilinear", padding_mode="border",
         align_corners=False)` computes on the (B, C, h, w) map, but gathers rows of the token
         layout directly (an `embedding_bag` of the 4 corners with their bilinear weights), so
-        neither the input nor the output changes layout.
+        neither the input nor the output changes layout. While tracing (ONNX export) the same
+        sum is four row gathers (ONNX Gather), each weighted and added.
         """
         b, n, c = x.shape
         pos = self.cell_grid(h, w, x.device, x.dtype) + offsets
@@ -80,6 +89,10 @@ class DeformableSamplingPlugin(nn.Module):
         index = torch.stack((row0 + x0, row0 + x1, row1 + x0, row1 + x1), dim=-1)
         gx, gy = 1 - fx, 1 - fy
         weight = torch.stack((gx * gy, fx * gy, gx * fy, fx * fy), dim=-1)
+        if is_tracing():
+            rows, index, weight = x.reshape(b * n, c), index.view(b * n, 4), weight.view(b * n, 4, 1)
+            out = sum(rows[index[:, i]] * weight[:, i] for i in range(4))
+            return out.view(b, n, c)
         out = F.embedding_bag(
             index.view(-1, 4), x.reshape(b * n, c), per_sample_weights=weight.view(-1, 4), mode="sum"
         )

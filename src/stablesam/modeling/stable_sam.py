@@ -7,7 +7,7 @@ import torch
 from segment_anything.modeling import Sam, TwoWayTransformer
 from torch import nn
 
-from .deformable_sampling import DeformableSamplingPlugin
+from .deformable_sampling import DeformableSamplingPlugin, is_tracing
 from .dynamic_routing import DynamicRoutingPlugin
 from .plugin_config import PluginConfig
 
@@ -100,7 +100,7 @@ class StableSam(nn.Module):
         else:
             alpha = x.new_full((x.shape[0], 2), 0.5)
         a1 = alpha[:, :1, None]
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or is_tracing():  # training, or ONNX export: out of place
             deformed, offsets = self.dsp(x, h, w)
             mixed = torch.lerp(x, deformed, a1)  # α1·x* + α2·x with α2 = 1 - α1
             if self.config.sampled_pe:

@@ -1,0 +1,167 @@
+"""StableSamAutomaticMaskGenerator and `stablesam segment --everything`."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from segment_anything import SamAutomaticMaskGenerator
+
+from conftest import perturb_plugins
+from stablesam import StableSam, StableSamAutomaticMaskGenerator
+from stablesam.cache import EmbeddingCache
+from stablesam.cli import main
+from stablesam.embedded import EXAMPLE_IMAGE
+from stablesam.models import build_model, parse_model_spec
+
+FIELDS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
+LOOSE = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0)  # random weights: keep masks
+
+
+def assert_same_records(ours, theirs):
+    assert len(ours) == len(theirs) > 0
+    for a, b in zip(ours, theirs):
+        assert a.keys() == b.keys() == FIELDS
+        assert np.array_equal(a["segmentation"], b["segmentation"])
+        for key in FIELDS - {"segmentation"}:
+            assert a[key] == b[key], key
+
+
+def assert_same_types(ours, theirs):
+    assert ours and theirs
+    for a in ours:
+        assert a.keys() == FIELDS
+        for key in FIELDS:
+            assert type(a[key]) is type(theirs[0][key]), key
+        seg = a["segmentation"]
+        assert seg.dtype == theirs[0]["segmentation"].dtype and seg.shape == theirs[0]["segmentation"].shape
+        assert seg.sum() == a["area"]
+
+
+@pytest.fixture
+def small_model(small_sam):
+    model = StableSam(small_sam).eval()
+    perturb_plugins(model)
+    return model
+
+
+@pytest.mark.parametrize("options", [dict(LOOSE), dict(LOOSE, crop_n_layers=1, points_per_side=4)])
+def test_plugins_off_equals_sam_generator(small_model, image, options):
+    small_model.plugins_enabled = False
+    ours = StableSamAutomaticMaskGenerator(small_model, **options).generate(image)
+    theirs = SamAutomaticMaskGenerator(small_model.sam, **options).generate(image)
+    assert_same_records(ours, theirs)
+
+
+def test_plugins_on_same_fields_and_types(small_model, image):
+    theirs = SamAutomaticMaskGenerator(small_model.sam, **LOOSE).generate(image)
+    gen = StableSamAutomaticMaskGenerator(small_model, **LOOSE)
+    ours = gen.generate(image)
+    assert_same_types(ours, theirs)
+    assert small_model.last_alpha is not None  # the decoder ran with the plugins
+    assert [r["predicted_iou"] for r in ours] != [r["predicted_iou"] for r in theirs]
+
+
+def small_example() -> np.ndarray:
+    im = Image.open(EXAMPLE_IMAGE).convert("RGB")
+    return np.array(im.resize((im.width // 3, im.height // 3)))
+
+
+def test_embedded_model():
+    """The real embedded weights: plugins off is SAM's generator; on changes the masks."""
+    image = small_example()
+    model = build_model(parse_model_spec("tiny-stable-sam"), "cpu").eval()
+    options = dict(points_per_side=8, pred_iou_thresh=0.3, stability_score_thresh=0.5)
+    stable = StableSamAutomaticMaskGenerator(model, **options).generate(image)
+    model.plugins_enabled = False
+    plain = StableSamAutomaticMaskGenerator(model, **options).generate(image)
+    assert_same_records(plain, SamAutomaticMaskGenerator(model.sam, **options).generate(image))
+    assert_same_types(stable, plain)
+    assert len(stable) != len(plain) or any(
+        not np.array_equal(a["segmentation"], b["segmentation"]) for a, b in zip(stable, plain))
+
+
+def test_rle_output_and_shared_cache(small_model, image):
+    cache = EmbeddingCache(None)
+    options = dict(LOOSE, output_mode="coco_rle")
+    first = StableSamAutomaticMaskGenerator(small_model, embedding_cache=cache, **options).generate(image)
+    small_model.plugins_enabled = False
+    StableSamAutomaticMaskGenerator(small_model, embedding_cache=cache, **options).generate(image)
+    assert cache.encoder_calls == 1  # SAM and Stable-SAM on one embedding
+    small_model.plugins_enabled = True
+    again = StableSamAutomaticMaskGenerator(small_model, **options).generate(image)  # own encoder run
+    assert [r["segmentation"] for r in first] == [r["segmentation"] for r in again]
+    assert set(first[0]["segmentation"]) == {"size", "counts"}
+
+
+def test_refuses_plain_sam(small_sam):
+    with pytest.raises(TypeError, match="StableSam"):
+        StableSamAutomaticMaskGenerator(small_sam)
+
+
+# ------------------------------------------------------------------ CLI
+def run(capsys, *args):
+    rc = main(["segment", *map(str, args)])
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+EVERYTHING = ("--everything", "--points-per-side", 4, "--pred-iou-thresh", 0, "--stability-thresh", 0)
+
+
+def test_everything_writes_masks_overlay_and_summary(tmp_path, capsys, fake_embedded):
+    w, h = Image.open(EXAMPLE_IMAGE).size
+    work = tmp_path / "work"
+    work.mkdir()
+    out = work / "masks"
+    rc, stdout, err = run(capsys, EXAMPLE_IMAGE, *EVERYTHING, "--out", out)
+    assert rc == 0, err
+    summary = json.loads((out / "masks.json").read_text())
+    pngs = sorted(out.glob("mask_*.png"))
+    assert summary["count"] == len(summary["masks"]) == len(pngs) > 0 and f"{len(pngs)} masks" in stdout
+    assert summary["plugins"] is True and summary["settings"]["points_per_side"] == 4
+    areas = [m["area"] for m in summary["masks"]]
+    assert areas == sorted(areas, reverse=True)
+    for record, png in zip(summary["masks"], pngs):
+        mask = np.array(Image.open(png))
+        assert record["file"] == png.name and mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
+        assert (mask > 0).sum() == record["area"]
+        assert {"bbox", "predicted_iou", "stability_score", "point_coords", "crop_box"} <= record.keys()
+    assert Image.open(out / "overlay.png").size == (w, h)
+    (out / "mask_999.png").write_bytes(b"stale")  # a rerun replaces the whole folder
+    rc, _, err = run(capsys, EXAMPLE_IMAGE, *EVERYTHING, "--model", "tiny-sam", "--out", out)
+    assert rc == 0, err
+    assert not (out / "mask_999.png").exists() and json.loads((out / "masks.json").read_text())["plugins"] is False
+    assert [p.name for p in work.iterdir()] == ["masks"]  # no temporary folders left
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--box", "1,1,50,50"], "takes no --box"),
+    (["--point", "5,5"], "takes no --point"),
+    (["--points-per-side", "0"], "--points-per-side must be"),
+    (["--pred-iou-thresh", "1.5"], "--pred-iou-thresh must be"),
+    (["--stability-thresh", "nan"], "--stability-thresh must be"),
+    (["--min-area", "-1"], "--min-area must be"),
+    (["--model", "grabcut"], "SAM model SPEC"),
+])
+def test_everything_bad_options(tmp_path, capsys, fake_embedded, args, message):
+    work = tmp_path / "work"
+    work.mkdir()
+    rc, _, err = run(capsys, EXAMPLE_IMAGE, "--everything", *args, "--out", work / "masks")
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not list(work.iterdir())
+
+
+def test_everything_bad_files(tmp_path, capsys, fake_embedded):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image")
+    rc, _, err = run(capsys, bad, "--everything", "--out", tmp_path / "m")
+    assert rc == 2 and "not an image" in err and not (tmp_path / "m").exists()
+    (tmp_path / "file").write_text("x")
+    rc, _, err = run(capsys, EXAMPLE_IMAGE, "--everything", "--out", tmp_path / "file")
+    assert rc == 2 and "not a folder" in err and (tmp_path / "file").read_text() == "x"
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    rc, _, err = run(capsys, EXAMPLE_IMAGE, "--everything", "--out", other)
+    assert rc == 2 and "holds other files" in err and [p.name for p in other.iterdir()] == ["keep.txt"]
