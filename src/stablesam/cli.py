@@ -353,6 +353,15 @@ def cmd_segment(args: argparse.Namespace) -> int:
         raise UsageError(str(e).splitlines()[0]) from None
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from .onnx_export import InputError, run_export_onnx
+
+    try:
+        return run_export_onnx(args)
+    except InputError as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .models import SpecError, build_model, parse_model_spec
 
@@ -469,7 +478,33 @@ def build_parser() -> argparse.ArgumentParser:
     sg.add_argument("--multimask", action="store_true", help="3 candidate masks, keep the best predicted IoU")
     sg.add_argument("--device", default=None)
     sg.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
+    sg.add_argument("--everything", action="store_true",
+                    help="automatic masks from a grid of clicks (no --box/--point): --out is then a folder of "
+                         "one PNG per mask, overlay.png and masks.json (default IMAGE-stem_masks/)")
+    sg.add_argument("--points-per-side", type=int, default=32, metavar="N", help="--everything: N x N grid (default 32)")
+    sg.add_argument("--pred-iou-thresh", type=float, default=None, metavar="T",
+                    help="--everything: keep masks with predicted IoU > T (default: SAM's 0.88; embedded model 0.3)")
+    sg.add_argument("--stability-thresh", type=float, default=None, metavar="T",
+                    help="--everything: keep masks with stability score >= T (default: SAM's 0.95; embedded model 0.5)")
+    sg.add_argument("--min-area", type=int, default=0, metavar="PX",
+                    help="--everything: remove holes and islands smaller than PX pixels (default 0: off)")
     sg.set_defaults(func=cmd_segment)
+
+    ox = sub.add_parser("export-onnx", help="ONNX file of the prompt path (SAM's SamOnnxModel contract + alpha)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SAM_ACCEPTED)
+    ox.add_argument("--model", default=DEFAULT_SPEC, metavar="SPEC", help=f"default {DEFAULT_SPEC}")
+    ox.add_argument("--out", required=True, metavar="DECODER.onnx", help="the ONNX file to write")
+    ox.add_argument("--opset", type=int, default=17, metavar="N", help="ONNX opset, 12..20 (default 17)")
+    ox.add_argument("--quantize", action="store_true", help="onnxruntime dynamic quantization (uint8 weights)")
+    ox.add_argument("--plugins", choices=["on", "off"], default=None,
+                    help="Stable-SAM (on) or plain SAM (off) from the same weights (default: on when the SPEC has a plugin)")
+    ox.add_argument("--multimask", action="store_true",
+                    help="output all 4 masks per prompt (default: 1, SAM's single-mask rule)")
+    ox.add_argument("--verify", action="store_true",
+                    help="run the file in onnxruntime on random prompts: max |Δ| vs PyTorch and time per prompt")
+    ox.add_argument("--verify-prompts", type=int, default=20, metavar="K", help="prompts for --verify (default 20)")
+    ox.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
+    ox.set_defaults(func=cmd_export_onnx)
 
     dm = sub.add_parser("demo", help="interactive page: draw a box or click, see SAM and Stable-SAM side by side",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SAM_ACCEPTED)
