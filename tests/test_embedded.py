@@ -70,6 +70,34 @@ def test_load_model_gives_the_embedded_stable_sam_and_segments_the_cup(model):
     assert not np.allclose(plain, stable)
 
 
+def cup_reference() -> np.ndarray:
+    """The hand-drawn outline of the cup in coffee.jpg (tests/data/coffee_cup_polygon.json) as a mask."""
+    import json
+    from pathlib import Path
+
+    import cv2
+
+    polygon = json.loads((Path(__file__).parent / "data" / "coffee_cup_polygon.json").read_text())["polygon_xy"]
+    mask = np.zeros((400, 600), np.uint8)
+    cv2.fillPoly(mask, [np.array(polygon, np.int32)], 1)
+    return mask.astype(bool)
+
+
+@pytest.mark.parametrize("plugins", [False, True])
+def test_embedded_model_segments_the_cup_like_the_hand_drawn_outline(model, plugins):
+    """Base and Stable-SAM, from a box around the cup: IoU > 0.7 against the hand-drawn cup."""
+    reference = cup_reference()
+    predictor = stablesam.StableSamPredictor(model)
+    predictor.set_image(stablesam.load_image(COFFEE))
+    model.plugins_enabled = plugins
+    try:
+        masks, _, _ = predictor.predict(box=np.array(CUP_BOX), multimask_output=False)
+    finally:
+        model.plugins_enabled = True
+    iou = (masks[0] & reference).sum() / (masks[0] | reference).sum()
+    assert iou > 0.7, f"IoU {iou:.3f} with the hand-drawn cup"
+
+
 def test_embedded_specs_build_base_and_stable_sam():
     assert DEFAULT_SPEC == "tiny-stable-sam"
     base = build_model(parse_model_spec("tiny-sam"), "cpu")
