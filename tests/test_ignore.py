@@ -76,3 +76,18 @@ def test_pets_trimaps_in_the_shared_data():
     raw = np.array(Image.open(root / "masks" / "Abyssinian_1.png"))
     assert sample.ignore is not None
     assert np.array_equal(sample.ignore, raw == 128) and np.array_equal(sample.mask, raw == 255)
+
+
+def test_plugin_training_objects_carry_the_band_as_zero_weight(tmp_path):
+    from conftest import build_small_sam
+    from stablesam.cache import EmbeddingCache
+    from stablesam.modeling import StableSam
+    from stablesam.training import prepare_objects
+
+    write_pair(tmp_path, "pet", trimap())
+    model = StableSam(build_small_sam())
+    (obj,) = prepare_objects([FolderDataset(tmp_path)], model, EmbeddingCache(None), progress=False)
+    assert obj.valid is not None and obj.valid.shape == obj.target.shape
+    band = low_res_target(trimap() == 128, 256, tuple(obj.valid.shape[-2:]))
+    assert torch.allclose(obj.valid, 1 - band)  # 0 on the band, 1 elsewhere (padding included)
+    assert obj.valid.min() == 0 and obj.valid[..., -1, -1] == 1
