@@ -147,6 +147,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         thresholds = parse_thresholds(args.iou_thresholds)
     except ValueError as e:
         raise UsageError(f"--prompts / --iou-thresholds: {e}") from None
+    if not 0 <= args.explain <= 1000:
+        raise UsageError("--explain must be between 0 and 1000")
     if not 1 <= args.max_clicks <= 1000:
         raise UsageError("--max-clicks must be between 1 and 1000")
     if args.samples < 1:
@@ -178,7 +180,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from None
     result = clicks = None
     if "prompts" in protocols:
-        result = evaluate(datasets, segmenters, EvalConfig(prompts, args.samples, args.seed, args.limit, args.multimask))
+        result = evaluate(datasets, segmenters, EvalConfig(prompts, args.samples, args.seed, args.limit, args.multimask,
+                                                           explain=args.explain))
     if "clicks" in protocols:
         clicks = evaluate_clicks(datasets, segmenters, click_config)
     if (result is not None and not result.rows) or (clicks is not None and not clicks.rows):
@@ -418,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, default=None, metavar="N", help="first N objects of each dataset")
     ev.add_argument("--out", default="stablesam-eval", metavar="DIR", help="output folder (default ./stablesam-eval)")
     ev.add_argument("--multimask", action="store_true", help="3 masks per prompt, keep the best predicted IoU")
+    ev.add_argument("--explain", type=int, default=0, metavar="N",
+                    help="record where the mask token looks (layer-2 token-to-image attention): the share inside "
+                         "the object per prompt type in the tables, and explain.png for N objects")
     ev.add_argument("--protocol", default="prompts", metavar="LIST",
                     help="prompts (K random prompts per type, the default), clicks (the f-BRS/RITM simulated user: "
                          "NoC, NoF, mIoU per click) or prompts,clicks")

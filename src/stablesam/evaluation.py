@@ -6,8 +6,9 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from .attention import AttentionProbe, grid_fraction, mass_inside, reads_from
 from .metrics import boundary_iou, mask_iou, stability
-from .models import Segmenter
+from .models import SamSegmenter, Segmenter
 from .prompts import PromptType, generate, object_rng
 
 EXAMPLE_PROMPTS = ("noisy-box@0.4", "points@1")
@@ -21,6 +22,8 @@ class EvalConfig:
     limit: Optional[int] = None
     multimask: bool = False
     examples: int = 4  # objects kept for the example sheet
+    explain: int = 0  # > 0: record the mask token's attention (share inside the object) and keep
+    # this many objects' attention maps for the explain sheet
 
 
 @dataclass
@@ -41,6 +44,23 @@ def object_scores(masks: np.ndarray, gt: np.ndarray, ignore: Optional[np.ndarray
     }
 
 
+def predict_with_attention(seg: Segmenter, prompts, multimask: bool, mask: np.ndarray) -> tuple:
+    """seg.predict, and for a SAM the mask token's layer-2 attention: (masks, (n, h*w) maps or
+    None, share of each map inside `mask` or None, Stable-SAM's offsets (n, h, w, 2) or None).
+    For Stable-SAM the maps say where the attended features come from (`reads_from`)."""
+    if not isinstance(seg, SamSegmenter):
+        return seg.predict(prompts, multimask=multimask), None, None, None
+    sam = seg.model.sam
+    with AttentionProbe(sam) as probe:
+        masks = seg.predict(prompts, multimask=multimask)
+    maps = probe.last().numpy()
+    routing = seg.predictor.routing
+    if routing["offsets"] is not None:  # Stable-SAM: count where the attended features come from
+        maps = reads_from(maps, routing["offsets"], routing["alpha"])
+    fraction = grid_fraction(mask, sam.image_encoder.img_size, tuple(sam.prompt_encoder.image_embedding_size))
+    return masks, maps, mass_inside(maps, fraction), routing["offsets"]
+
+
 def evaluate(datasets: Sequence, segmenters: Sequence[Segmenter], config: EvalConfig, progress: bool = True) -> EvalResult:
     """Run the benchmark. The prompts of an object depend only on (seed, dataset, object,
     prompt type), so every model sees the same prompts and reruns give the same numbers."""
@@ -51,7 +71,7 @@ def evaluate(datasets: Sequence, segmenters: Sequence[Segmenter], config: EvalCo
             result.skipped[seg.name] = cannot
     for ds in datasets:
         n = len(ds) if config.limit is None else min(config.limit, len(ds))
-        per_dataset = max(1, config.examples // len(datasets))
+        per_dataset = max(1, max(config.examples, config.explain) // len(datasets))
         example_ids = set(np.linspace(0, n - 1, per_dataset).round().astype(int).tolist()) if n else set()
         bar = tqdm(range(n), desc=f"eval {ds.name}", unit="obj", disable=not progress)
         for i in bar:
@@ -64,18 +84,28 @@ def evaluate(datasets: Sequence, segmenters: Sequence[Segmenter], config: EvalCo
             }
             keep = i in example_ids  # spread over the dataset, not its first few (similar) objects
             example = {"dataset": ds.name, "name": sample.name, "image": sample.image, "mask": sample.mask,
-                       "prompts": {k: prompts[k][0] for k in EXAMPLE_PROMPTS if k in prompts}, "pred": {}}
+                       "prompts": {k: prompts[k][0] for k in EXAMPLE_PROMPTS if k in prompts}, "pred": {},
+                       "attention": {}}
             for seg in segmenters:
                 seg.set_image(sample.image)
                 for p in config.prompts:
                     if not seg.accepts(p.kind):
                         continue
-                    masks = seg.predict(prompts[p.name], multimask=config.multimask)
+                    if config.explain:
+                        masks, maps, inside, offsets = predict_with_attention(
+                            seg, prompts[p.name], config.multimask, sample.mask)
+                    else:
+                        masks, maps, inside, offsets = seg.predict(prompts[p.name], multimask=config.multimask), None, None, None
                     scores = object_scores(masks, sample.mask, sample.ignore)
+                    if inside is not None:
+                        scores["attention_inside"] = float(np.mean(inside))
                     result.objects.append({"model": seg.name, "dataset": ds.name, "object": sample.name,
                                            "prompt": p.name, **scores})
                     if keep and p.name in example["prompts"]:
                         example["pred"][(seg.name, p.name)] = masks[0]
+                        if maps is not None:
+                            example["attention"][(seg.name, p.name)] = (
+                                maps[0], None if offsets is None else offsets[0])
             if keep:
                 result.examples.append(example)
     result.rows = aggregate(result.objects, [s.name for s in segmenters], [d.name for d in datasets],
@@ -93,11 +123,15 @@ def aggregate(objects: List[Dict], models: List[str], datasets: List[str], promp
                 if not recs:
                     continue
                 stab = [o["stability"] for o in recs if o["stability"] is not None]
-                rows.append({
+                row = {
                     "model": model, "dataset": ds, "prompt": prompt,
                     "mIoU": float(np.mean([o["iou"] for o in recs])),
                     "mBIoU": float(np.mean([o["biou"] for o in recs])),
                     "stability": float(np.mean(stab)) if stab else None,
                     "objects": len(recs),
-                })
+                }
+                inside = [o["attention_inside"] for o in recs if o.get("attention_inside") is not None]
+                if inside:
+                    row["attention_inside"] = float(np.mean(inside))
+                rows.append(row)
     return rows

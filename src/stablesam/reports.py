@@ -17,7 +17,8 @@ from .checkpoints import current_umask
 from .evaluation import EvalResult
 from .prompts import parse_prompt
 
-METRICS = (("mIoU", "mIoU"), ("mBIoU", "mBIoU"), ("stability", "stability (mean pairwise IoU)"))
+METRICS = (("mIoU", "mIoU"), ("mBIoU", "mBIoU"), ("stability", "stability (mean pairwise IoU)"),
+           ("attention_inside", "mask token's layer-2 attention inside the object (share of its mass)"))
 
 
 def atomic_write(path: Path, write: Callable) -> None:
@@ -55,6 +56,8 @@ def markdown_tables(result: EvalResult, models: List[str]) -> str:
         n = max(r["objects"] for r in rows)
         out.append(f"### {ds} ({n} objects)\n")
         for key, title in METRICS:
+            if not any(r.get(key) is not None for r in rows) and key == "attention_inside":
+                continue  # recorded only with --explain
             out.append(f"**{title}**\n")
             out.append("| prompt | " + " | ".join(models) + " |")
             out.append("|---|" + "---|" * len(models))
@@ -62,12 +65,12 @@ def markdown_tables(result: EvalResult, models: List[str]) -> str:
                 cells = []
                 for m in models:
                     r = next((r for r in rows if r["model"] == m and r["prompt"] == prompt), None)
-                    v = None if r is None else r[key]
+                    v = None if r is None else r.get(key)
                     cells.append("—" if v is None else f"{v:.3f}")
                 out.append(f"| {prompt} | " + " | ".join(cells) + " |")
             means = []
             for m in models:
-                vals = [r[key] for r in rows if r["model"] == m and r[key] is not None]
+                vals = [r[key] for r in rows if r["model"] == m and r.get(key) is not None]
                 means.append(f"{np.mean(vals):.3f}" if vals else "—")
             out.append("| *mean over prompts* | " + " | ".join(means) + " |\n")
     if result.skipped:
@@ -235,4 +238,10 @@ def write_reports(result: Optional[EvalResult], models: List[str], out: Path, me
         files.pop("examples")
     if clicks is None or not click_curve(clicks.rows, files["clicks"]):
         files.pop("clicks")
+    if result is not None and any(ex.get("attention") for ex in result.examples):
+        from .explain import explain_sheet
+
+        files["explain"] = out / "explain.png"
+        if not explain_sheet(result, models, files["explain"]):
+            files.pop("explain")
     return files
