@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# The README's result for the embedded model, on the validation split of ../shared/data:
+# The README's result for the embedded model, on the validation split of ../shared/data (five
+# sets since tiny SAM v2; the v1 tables came from this script at commit c0ead58, three sets):
+#   STAGE=base      the base alone (v1 file from git vs the shipped base) and GrabCut: gt-box and
+#                   points@3 single-mask, points@1 best of 3 (multimask), K = 20; GrabCut gt-box
+#                   (deterministic: K = 1)
 #   STAGE=dt        the DT baseline: the whole mask decoder, same RTS data, steps and seed as the plugin
 #   STAGE=converge  the convergence check: the decoder fine-tuned further on ground-truth boxes only
 #   STAGE=eval      base SAM vs DT vs Stable-SAM, K = 20, all prompt types
@@ -11,15 +15,23 @@ cd "$(dirname "$0")/.."
 SAM=${SAM:-.venv/bin/stablesam}
 D=${DATA:-../shared/data}
 RUN=${RUN:-runs/results}
-STAGE=${STAGE:?set STAGE to dt, converge, eval, grabcut or ablations}
+STAGE=${STAGE:?set STAGE to base, dt, converge, eval, grabcut or ablations}
 PLUGIN_EPOCHS=${PLUGIN_EPOCHS:-4}
-DATASETS=("$D/davis345" "$D/coco_mval" "$D/weizmann_horse")
+DATASETS=("$D/davis345" "$D/coco_mval" "$D/weizmann_horse" "$D/ecssd" "$D/oxford_pets")
 TRAIN=(--data "${DATASETS[@]}" --split splits/train.txt --batch-size 8 --lr 1e-3 --seed 0 --device cpu)
 VAL=(--data "${DATASETS[@]}" --split splits/val.txt --seed 0 --device cpu)
 export OMP_NUM_THREADS=1
 mkdir -p "$RUN"
 
 case "$STAGE" in
+  base)
+    mkdir -p "$RUN/v1" && git show c0ead58:src/stablesam/weights/tiny_sam.pt > "$RUN/v1/tiny_sam_v1.pt"
+    for m in "v1:sam:$RUN/v1/tiny_sam_v1.pt" "v2:tiny-sam"; do
+      name=${m%%:*}; spec=${m#*:}
+      $SAM eval --model "$spec" --prompts gt-box,points@3 --samples 20 "${VAL[@]}" --out "$RUN/base_$name"
+      $SAM eval --model "$spec" --prompts points@1 --multimask --samples 20 "${VAL[@]}" --out "$RUN/base_${name}_click"
+    done
+    $SAM eval --model grabcut@512 --prompts gt-box --samples 1 "${VAL[@]}" --out "$RUN/base_grabcut" ;;
   dt)  # at the plugins' lr (1e-3, HQ-SAM's recipe) and at 1e-4, which suits a whole decoder better
     $SAM train --model tiny-sam --tune decoder --epochs "$PLUGIN_EPOCHS" "${TRAIN[@]}" --out "$RUN/dt" --resume
     $SAM train --model tiny-sam --tune decoder --epochs "$PLUGIN_EPOCHS" "${TRAIN[@]}" --lr 1e-4 \
