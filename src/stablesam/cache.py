@@ -1,25 +1,33 @@
-"""On-disk cache of SAM image embeddings: the frozen encoder runs once per image."""
+"""On-disk cache of SAM image embeddings: the frozen encoder runs once per image.
+
+Entries are keyed by the model family, the encoder's weights, the input size and the image;
+they hold what the family's decoder reads (SAM 2's high-res features, HQ-SAM's early ViT
+features) next to the embedding itself."""
 
 import hashlib
 import os
 import zlib
 from pathlib import Path
-from typing import Dict, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
-from segment_anything import SamPredictor
-from segment_anything.modeling import Sam
+from torch import nn
 
+from .backends import Embedding, backend_for
 from .checkpoints import atomic_torch_save, encoder_fingerprint
 
 CACHE_FORMAT = 2  # 2: each entry carries a CRC-32 of its tensor bytes
 
 
-def tensor_checksum(t: torch.Tensor) -> int:
-    """CRC-32 of a CPU tensor's bytes: catches damaged entries (0.3-0.5 ms per MiB here,
-    benchmarks/cache_checksum.py)."""
-    return zlib.crc32(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+def tensor_checksum(t: torch.Tensor, extras: Optional[Dict[str, List[torch.Tensor]]] = None) -> int:
+    """CRC-32 of a CPU tensor's bytes (then of the extras', in key order): catches damaged
+    entries (0.3-0.5 ms per MiB here, benchmarks/cache_checksum.py)."""
+    crc = zlib.crc32(t.contiguous().reshape(-1).view(torch.uint8).numpy())
+    for key in sorted(extras or {}):
+        for x in extras[key]:
+            crc = zlib.crc32(x.contiguous().reshape(-1).view(torch.uint8).numpy(), crc)
+    return crc
 
 
 def default_cache_dir() -> Path:
@@ -32,20 +40,10 @@ def default_cache_dir() -> Path:
     return Path(user_cache_dir("stablesam")) / "embeddings"
 
 
-class Embedding:
-    """An image embedding (1, C, h, w) with the sizes SamPredictor needs."""
-
-    def __init__(self, features: torch.Tensor, input_size: Tuple[int, int], original_size: Tuple[int, int]):
-        self.features = features
-        self.input_size = tuple(int(v) for v in input_size)
-        self.original_size = tuple(int(v) for v in original_size)
-
-
-def encode_image(sam: Sam, image: np.ndarray) -> Embedding:
-    """SAM's own `set_image` (resize, normalise, pad, encode) on an (H, W, 3) uint8 RGB image."""
-    predictor = SamPredictor(sam)
-    predictor.set_image(image)
-    return Embedding(predictor.features, predictor.input_size, predictor.original_size)
+def encode_image(sam: nn.Module, image: np.ndarray) -> Embedding:
+    """The family's own preprocessing and encoder (SAM 1: `SamPredictor.set_image`) on an
+    (H, W, 3) uint8 RGB image."""
+    return backend_for(sam).encode(sam, image)
 
 
 class EmbeddingCache:
@@ -64,16 +62,19 @@ class EmbeddingCache:
         self._fingerprints: Dict[int, str] = {}
         self.encoder_calls = 0
 
-    def model_key(self, sam: Sam) -> str:
+    def model_key(self, sam: nn.Module) -> str:
         key = self._fingerprints.get(id(sam))
         if key is None:
             key = self._fingerprints[id(sam)] = encoder_fingerprint(sam)
         return key
 
-    def key(self, sam: Sam, image: np.ndarray) -> str:
+    def key(self, sam: nn.Module, image: np.ndarray) -> str:
+        backend = backend_for(sam)
         digest = hashlib.sha256()
+        if backend.family != "sam1":  # SAM 1 keys stay what they were
+            digest.update(backend.family.encode())
         digest.update(self.model_key(sam).encode())
-        digest.update(f"{sam.image_encoder.img_size}:{image.shape}:{image.dtype}".encode())
+        digest.update(f"{backend.image_size(sam)}:{image.shape}:{image.dtype}".encode())
         digest.update(np.ascontiguousarray(image).tobytes())
         return digest.hexdigest()[:32]
 
@@ -81,7 +82,7 @@ class EmbeddingCache:
         assert self.root is not None
         return self.root / key[:2] / f"{key}.pt"
 
-    def get(self, sam: Sam, image: np.ndarray) -> Embedding:
+    def get(self, sam: nn.Module, image: np.ndarray) -> Embedding:
         key = self.key(sam, image)
         hit = self._memory.get(key)
         if hit is None and self.root is not None:
@@ -91,12 +92,14 @@ class EmbeddingCache:
             self.encoder_calls += 1
             if self.root is not None:
                 features = hit.features.detach().cpu()
+                extras = {k: [t.detach().cpu() for t in v] for k, v in hit.extras.items()}
                 atomic_torch_save(
                     {
                         "format": CACHE_FORMAT,
                         "key": key,
                         "features": features,
-                        "crc32": tensor_checksum(features),
+                        **({"extras": extras} if extras else {}),
+                        "crc32": tensor_checksum(features, extras),
                         "input_size": list(hit.input_size),
                         "original_size": list(hit.original_size),
                     },
@@ -105,27 +108,28 @@ class EmbeddingCache:
         self._remember(key, hit)
         return hit
 
-    def _read(self, key: str, sam: Sam, image_size: Tuple[int, int]) -> Optional[Embedding]:
+    def _read(self, key: str, sam: nn.Module, image_size: Tuple[int, int]) -> Optional[Embedding]:
         path = self.path(key)
         if not path.is_file():
             return None
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
-            features = obj["features"]
+            features, extras = obj["features"], obj.get("extras", {})
             ok = (
                 obj.get("format") == CACHE_FORMAT
                 and obj.get("key") == key
                 and tuple(obj.get("original_size", ())) == image_size
                 and features.ndim == 4
-                and features.shape[1] == sam.prompt_encoder.embed_dim
-                and obj.get("crc32") == tensor_checksum(features)
+                and features.shape[1] == backend_for(sam).decoder_width(sam)
+                and obj.get("crc32") == tensor_checksum(features, extras)
             )
         except Exception:  # any unreadable entry (truncated, garbage) is simply recomputed
             ok = False
         if not ok:
             path.unlink(missing_ok=True)
             return None
-        return Embedding(features.to(sam.device), obj["input_size"], obj["original_size"])
+        device = backend_for(sam).device(sam)
+        return Embedding(features, obj["input_size"], obj["original_size"], extras).to(device)
 
     def _remember(self, key: str, value: Embedding) -> None:
         self._memory.pop(key, None)

@@ -13,6 +13,7 @@ import torch
 from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 
+from .backends import backend_for, family_title
 from .modeling import PluginConfig, StableSam
 
 PathLike = Union[str, os.PathLike]
@@ -73,7 +74,7 @@ def describe_mismatch(model: Sam, state: Dict[str, torch.Tensor], model_type: st
     ]
     if not (missing or unexpected or shapes):
         return None
-    lines = [f"{path} does not fit a SAM {model_type}:"]
+    lines = [f"{path} does not fit a {model_type} model:"]
     width = state.get("image_encoder.patch_embed.proj.weight")
     if width is not None and ENCODER_WIDTH.get(width.shape[0], model_type) != model_type:
         lines.append(
@@ -89,17 +90,39 @@ def describe_mismatch(model: Sam, state: Dict[str, torch.Tensor], model_type: st
     return "\n".join(lines)
 
 
+def checkpoint_family(state: Dict[str, Any]) -> Optional[str]:
+    """Which SAM family a state dict's key names say it is (None: none of them)."""
+    if any(k.startswith("sam_mask_decoder.") for k in state):
+        return "sam2"
+    if "mask_decoder.hf_token.weight" in state:
+        return "hq"
+    if any(k.startswith(("vision_encoder.", "mask_decoder.transformer.layers.0.layer_norm1")) for k in state):
+        return "hf"
+    if any(k.startswith("mask_decoder.") for k in state):
+        return "sam1"
+    return None
+
+
 def load_official_sam(path: PathLike, model_type: str, device: Union[str, torch.device] = "cpu") -> Sam:
     """A Sam built by Meta's builder for `model_type` with the official `.pth` at `path`."""
     if model_type not in MODEL_TYPES:
         raise CheckpointError(f"unknown model type {model_type!r}; accepted: {', '.join(MODEL_TYPES)}")
+    return load_family_weights(sam_model_registry[model_type](), path, "sam1", model_type, device)
+
+
+def load_family_weights(model: torch.nn.Module, path: PathLike, family: str, variant: str,
+                        device: Union[str, torch.device] = "cpu") -> torch.nn.Module:
+    """Load an official checkpoint of `family` (a state dict, or {"model": state dict} as SAM 2's)
+    into `model`, strictly; a checkpoint of another family or variant is refused saying which."""
     state = sam_state_dict(read_weights(path, device), path)
-    sam = sam_model_registry[model_type]()
-    problem = describe_mismatch(sam, state, model_type, path)
+    found = checkpoint_family(state)
+    if found is not None and found != family:
+        raise CheckpointError(f"{path}: this is a {family_title(found)} checkpoint, not {family_title(family)} ({variant})")
+    problem = describe_mismatch(model, state, variant, path)
     if problem:
         raise CheckpointError(problem)
-    sam.load_state_dict(state)
-    return sam.to(device).eval()
+    model.load_state_dict(state)
+    return model.to(device).eval()
 
 
 def weights_fingerprint(module: torch.nn.Module, sample_prefix: str = "image_encoder.") -> str:
@@ -119,14 +142,14 @@ def weights_fingerprint(module: torch.nn.Module, sample_prefix: str = "image_enc
     return digest.hexdigest()[:16]
 
 
-def base_fingerprint(sam: Sam) -> str:
-    """Identity of a SAM's weights: what a plugin file records as its base."""
-    return weights_fingerprint(sam)
+def base_fingerprint(sam: torch.nn.Module) -> str:
+    """Identity of a SAM's weights (any family): what a plugin file records as its base."""
+    return weights_fingerprint(sam, sample_prefix=backend_for(sam).encoder_prefix)
 
 
-def encoder_fingerprint(sam: Sam) -> str:
+def encoder_fingerprint(sam: torch.nn.Module) -> str:
     """Identity of a SAM's image encoder: what an image embedding depends on."""
-    return weights_fingerprint(sam.image_encoder, sample_prefix="")
+    return weights_fingerprint(backend_for(sam).encoder(sam), sample_prefix="")
 
 
 def current_umask() -> int:
@@ -158,7 +181,7 @@ def save_plugin(model: StableSam, path: PathLike, base_name: str, meta: Optional
             "format_version": PLUGIN_FORMAT_VERSION,
             "config": model.config.to_dict(),
             "state_dict": model.plugin_state_dict(),
-            "base": {"name": base_name, "fingerprint": base_fingerprint(model.sam)},
+            "base": {"name": base_name, "fingerprint": base_fingerprint(model.sam), "family": model.family},
             "meta": dict(meta or {}),
         },
         path,
@@ -182,9 +205,16 @@ def read_plugin(path: PathLike) -> Dict[str, Any]:
     return obj
 
 
-def check_base(sam: Sam, obj: Dict[str, Any], path: PathLike, force: bool, why: str) -> None:
-    """Refuse weights recorded for other base weights than `sam`'s, unless force."""
+def check_base(sam: torch.nn.Module, obj: Dict[str, Any], path: PathLike, force: bool, why: str) -> None:
+    """Refuse weights recorded for another SAM family (always) or for other base weights than
+    `sam`'s (unless force). Files from before families were recorded are SAM 1's."""
     base = obj.get("base", {})
+    family, own = base.get("family", "sam1"), backend_for(sam).family
+    if family != own:
+        raise CheckpointError(
+            f"{path} was trained for a {family_title(family)} model ({base.get('name', '?')!r}), "
+            f"not {family_title(own)}: plugins only help the SAM family and weights they were trained on"
+        )
     fingerprint = base_fingerprint(sam)
     if not force and base.get("fingerprint") != fingerprint:
         raise CheckpointError(
@@ -194,7 +224,7 @@ def check_base(sam: Sam, obj: Dict[str, Any], path: PathLike, force: bool, why: 
         )
 
 
-def attach_plugin(sam: Sam, path: PathLike, force: bool = False) -> StableSam:
+def attach_plugin(sam: torch.nn.Module, path: PathLike, force: bool = False) -> StableSam:
     """Wrap `sam` in a StableSam carrying the plugin weights from `path`.
 
     Refuses a plugin trained for other base weights unless force=True.
@@ -206,7 +236,7 @@ def attach_plugin(sam: Sam, path: PathLike, force: bool = False) -> StableSam:
         model.load_plugin_state_dict(plugin["state_dict"])
     except (ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: {e}") from None
-    return model.to(sam.device)
+    return model.to(model.device)
 
 
 def load_model(
@@ -235,11 +265,12 @@ def load_model(
     return wrap_sam(sam, plugin, force)
 
 
-def wrap_sam(sam: Sam, plugin: Optional[PathLike] = None, force: bool = False) -> StableSam:
+def wrap_sam(sam: torch.nn.Module, plugin: Optional[PathLike] = None, force: bool = False) -> StableSam:
     """Stable-SAM with the plugin file, or (no plugin) the same wrapper serving as plain SAM."""
     if plugin is not None:
         return attach_plugin(sam, plugin, force=force)
-    model = StableSam(sam).to(sam.device)
+    model = StableSam(sam)
+    model = model.to(model.device)
     model.plugins_enabled = False
     return model
 
@@ -247,28 +278,28 @@ def wrap_sam(sam: Sam, plugin: Optional[PathLike] = None, force: bool = False) -
 DECODER_FORMAT = "stablesam-decoder"
 
 
-def save_decoder(sam: Sam, path: PathLike, base_name: str, base_fingerprint_: str, meta: Optional[Dict[str, Any]] = None) -> None:
+def save_decoder(sam: torch.nn.Module, path: PathLike, base_name: str, base_fingerprint_: str, meta: Optional[Dict[str, Any]] = None) -> None:
     """Write decoder-tuned weights (the DT baseline) with the identity of the SAM they started from."""
     atomic_torch_save(
         {
             "format": DECODER_FORMAT,
             "format_version": 1,
-            "state_dict": {k: v.detach().cpu().clone() for k, v in sam.mask_decoder.state_dict().items()},
-            "base": {"name": base_name, "fingerprint": base_fingerprint_},
+            "state_dict": {k: v.detach().cpu().clone() for k, v in backend_for(sam).decoder(sam).state_dict().items()},
+            "base": {"name": base_name, "fingerprint": base_fingerprint_, "family": backend_for(sam).family},
             "meta": dict(meta or {}),
         },
         path,
     )
 
 
-def load_decoder(sam: Sam, path: PathLike, force: bool = False) -> None:
+def load_decoder(sam: torch.nn.Module, path: PathLike, force: bool = False) -> None:
     """Load decoder-tuned weights into `sam` in place (refuses another base unless force)."""
     obj = read_weights(path, "cpu")
     if obj.get("format") != DECODER_FORMAT:
         raise CheckpointError(f"{path}: not a stablesam decoder file (no '{DECODER_FORMAT}' marker)")
     check_base(sam, obj, path, force, "decoder weights belong to the SAM they were tuned from")
     try:
-        sam.mask_decoder.load_state_dict(obj["state_dict"])
+        backend_for(sam).decoder(sam).load_state_dict(obj["state_dict"])
     except (RuntimeError, KeyError) as e:
         raise CheckpointError(f"{path}: decoder weights do not fit this SAM: {str(e).splitlines()[0]}") from None
 

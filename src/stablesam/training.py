@@ -68,6 +68,7 @@ class TrainObject:
     mask_bits: np.ndarray  # np.packbits of the (H, W) mask
     shape: tuple  # (H, W)
     valid: Optional[torch.Tensor] = None  # (1, 1, 4h, 4w) weight: 0 on ignore pixels, None if none
+    extras: Dict = field(default_factory=dict)  # what else the family's decoder reads (Embedding.extras)
 
     def mask(self) -> np.ndarray:
         h, w = self.shape
@@ -86,20 +87,18 @@ def low_res_target(mask: np.ndarray, img_size: int, low: tuple) -> torch.Tensor:
 
 def prepare_objects(datasets: Sequence, model: StableSam, cache: EmbeddingCache, progress: bool) -> List[TrainObject]:
     """Embeddings (through the cache: the encoder runs at most once per image) and targets."""
-    sam = model.sam
-    low = tuple(sam.prompt_encoder.mask_input_size)
+    sam, backend = model.sam, model.backend
     objects = []
     for ds in datasets:
         for i in tqdm(range(len(ds)), desc=f"prepare {ds.name}", unit="obj", disable=not progress):
             sample = ds.load(i)
             if sample is None:
                 continue
-            emb = cache.get(sam, sample.image).features.detach().cpu()
-            size = sam.image_encoder.img_size
-            valid = None if sample.ignore is None else 1 - low_res_target(sample.ignore, size, low)
+            emb = cache.get(sam, sample.image).to(torch.device("cpu"))
+            valid = None if sample.ignore is None else 1 - backend.low_res_target(sample.ignore, sam)
             objects.append(TrainObject(
-                f"{ds.name}/{sample.name}", emb, low_res_target(sample.mask, size, low),
-                np.packbits(sample.mask.ravel()), sample.mask.shape, valid,
+                f"{ds.name}/{sample.name}", emb.features.detach(), backend.low_res_target(sample.mask, sam),
+                np.packbits(sample.mask.ravel()), sample.mask.shape, valid, emb.extras,
             ))
     return objects
 
@@ -111,10 +110,11 @@ class TrainStep(nn.Module):
     def __init__(self, model: StableSam, dice_weight: float):
         super().__init__()
         self.dsp, self.drp = model.dsp, model.drp
-        self.prompt_encoder, self.mask_decoder = model.sam.prompt_encoder, model.sam.mask_decoder
+        self.prompt_encoder = model.backend.prompt_encoder(model.sam)
+        self.mask_decoder = model.backend.decoder(model.sam)
         object.__setattr__(self, "model", model)  # not a submodule
         self.dice_weight = dice_weight
-        self.transform = ResizeLongestSide(model.sam.image_encoder.img_size)
+        self.transform = model.backend.prompt_transform(model.sam)
 
     def forward(self, items: List) -> torch.Tensor:
         device = self.model.device
@@ -128,7 +128,9 @@ class TrainStep(nn.Module):
             if prompts.boxes is not None:
                 b = self.transform.apply_boxes(prompts.boxes, obj.shape)
                 boxes = torch.as_tensor(b, dtype=torch.float, device=device)
-            logits, _ = self.model.decode(obj.embedding.to(device), points, boxes, multimask_output=False)
+            extras = {k: [t.to(device) for t in v] for k, v in obj.extras.items()}
+            logits, _ = self.model.decode(obj.embedding.to(device), points, boxes, multimask_output=False,
+                                          extras=extras)
             valid = None if obj.valid is None else obj.valid.to(device)
             losses.append(bce_dice_loss(logits, obj.target.to(device), valid, self.dice_weight))
         return torch.stack(losses).mean()
@@ -154,14 +156,14 @@ def step_items(objects: List[TrainObject], step: int, config: TrainConfig, rank:
 def trainable_state(model: StableSam, tune: str) -> Dict[str, torch.Tensor]:
     if tune == "plugins":
         return model.plugin_state_dict()
-    return {k: v.detach().clone() for k, v in model.sam.mask_decoder.state_dict().items()}
+    return {k: v.detach().clone() for k, v in model.backend.decoder(model.sam).state_dict().items()}
 
 
 def load_trainable_state(model: StableSam, tune: str, state: Dict[str, torch.Tensor]) -> None:
     if tune == "plugins":
         model.load_plugin_state_dict(state)
     else:
-        model.sam.mask_decoder.load_state_dict(state)
+        model.backend.decoder(model.sam).load_state_dict(state)
 
 
 def set_trainable(model: StableSam, tune: str) -> List[nn.Parameter]:
@@ -175,7 +177,7 @@ def set_trainable(model: StableSam, tune: str) -> List[nn.Parameter]:
         model.plugins_enabled = False
         for p in model.plugin_parameters():
             p.requires_grad_(False)
-        params = list(model.sam.mask_decoder.parameters())
+        params = list(model.backend.decoder(model.sam).parameters())
         for p in params:
             p.requires_grad_(True)
     return params

@@ -1,11 +1,13 @@
-"""StableSam: a frozen `segment_anything` Sam with the DSP and DRP plugged into its decoder."""
+"""StableSam: a frozen SAM (any family, see `stablesam.backends`) with the DSP and DRP plugged
+into its decoder."""
 
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
-from segment_anything.modeling import Sam, TwoWayTransformer
 from torch import nn
+
+from ..backends import Backend, backend_for
 
 from .deformable_sampling import DeformableSamplingPlugin, is_tracing
 from .dynamic_routing import DynamicRoutingPlugin
@@ -15,9 +17,11 @@ CHUNK_ELEMENTS = 1 << 20  # inference works on ~4 MB of float32 features at a ti
 
 
 class StableSam(nn.Module):
-    """Wraps a Sam without copying or editing its code.
+    """Wraps a SAM without copying or editing its code: Meta's `segment_anything` Sam, an
+    HQ-SAM, a SAM 2 / 2.1 (`SAM2Base`) or a Hugging Face `SamModel` / `Sam2Model`; the family's
+    backend (`self.backend`) says where its decoder modules are.
 
-    Three forward hooks on the Sam's own mask decoder do the work, and only while this wrapper
+    Three forward hooks on the model's own mask decoder do the work, and only while this wrapper
     is engaged (inside `engaged()`, which `forward`, `decode` and `StableSamPredictor` use):
       - a pre-hook on the two-way transformer keeps the image PE and the grid size;
       - a hook on decoder layer 2's `norm1` keeps the output token t_o after self-attention;
@@ -27,14 +31,15 @@ class StableSam(nn.Module):
     computes exactly what it computed before wrapping (a plain `SamPredictor(sam)` included).
     """
 
-    def __init__(self, sam: Sam, config: Optional[PluginConfig] = None):
+    def __init__(self, sam: nn.Module, config: Optional[PluginConfig] = None):
         super().__init__()
-        check_decoder(sam)
+        self.backend: Backend = backend_for(sam)
+        self.backend.check(sam)
         self.config = config or PluginConfig()
-        if self.config.embed_dim != sam.mask_decoder.transformer_dim:
+        width = self.backend.decoder_width(sam)
+        if self.config.embed_dim != width:
             raise ValueError(
-                f"plugin embed_dim {self.config.embed_dim} does not match the SAM decoder width "
-                f"{sam.mask_decoder.transformer_dim}"
+                f"plugin embed_dim {self.config.embed_dim} does not match the SAM decoder width {width}"
             )
         self.sam = sam
         self.sam.requires_grad_(False)
@@ -50,11 +55,12 @@ class StableSam(nn.Module):
 
     # ----------------------------------------------------------------- hooks
     def _install_hooks(self) -> List[Any]:
-        transformer = self.sam.mask_decoder.transformer
+        transformer = self.backend.transformer(self.sam)
         layer2 = transformer.layers[1]
+        self._tokens = self.backend.token_positions(self.sam)
         return [
-            transformer.register_forward_pre_hook(self._keep_grid),
-            layer2.norm1.register_forward_hook(self._keep_token),
+            transformer.register_forward_pre_hook(self._keep_grid, with_kwargs=True),
+            getattr(layer2, self.backend.norm_name).register_forward_hook(self._keep_token),
             layer2.cross_attn_token_to_image.register_forward_pre_hook(
                 self._swap_keys, with_kwargs=True
             ),
@@ -70,10 +76,10 @@ class StableSam(nn.Module):
     def active(self) -> bool:
         return self.plugins_enabled and self._engaged > 0
 
-    def _keep_grid(self, module: nn.Module, args: Tuple) -> None:
+    def _keep_grid(self, module: nn.Module, args: Tuple, kwargs: Dict) -> None:
         if not self.active:
             return
-        image_embedding, image_pe = args[0], args[1]
+        image_embedding, image_pe = self.backend.grid_inputs(args, kwargs)
         h, w = image_embedding.shape[-2:]
         # The transformer flattens the PE the same way, so this is bit-identical to its key_pe.
         self._state = {"hw": (h, w), "pe": image_pe.flatten(2).permute(0, 2, 1)}
@@ -81,20 +87,23 @@ class StableSam(nn.Module):
     def _keep_token(self, module: nn.Module, args: Tuple, output: torch.Tensor) -> None:
         if not self.active:
             return
-        n_out = 1 + self.sam.mask_decoder.num_mask_tokens  # IoU token + mask tokens
+        iou, mask, out_tokens = self._tokens
+        output = output.flatten(0, -3)  # (B, n, C); HF's (B, P, n, C) -> (B * P, n, C)
         if self.config.routing_token == "iou":
-            token = output[:, 0]
+            token = output[:, iou]
         elif self.config.routing_token == "mask":
-            token = output[:, 1]
+            token = output[:, mask]
         else:
-            token = output[:, :n_out].mean(dim=1)
+            token = output[:, out_tokens].mean(dim=1)
         self._state["token"] = token
 
     def _swap_keys(self, module: nn.Module, args: Tuple, kwargs: Dict) -> Optional[Tuple]:
         if not self.active:
             return None
         h, w = self._state["hw"]
-        pe, x = self._state["pe"], kwargs["v"]  # x = x_p, (B, h*w, C)
+        _, k_name, v_name = self.backend.attn_kwargs
+        shape = kwargs[v_name].shape  # (B, h*w, C); HF: (B * P, 1, h*w, C)
+        pe, x = self._state["pe"], kwargs[v_name].reshape(-1, h * w, shape[-1])  # x = x_p
         if self.config.use_routing:
             alpha = self.drp(self._state["token"])
         else:
@@ -107,9 +116,11 @@ class StableSam(nn.Module):
                 pe = torch.lerp(pe, self.dsp.sample(pe, offsets, h, w), a1)
             k, v = mixed + pe, mixed
         else:
-            k, v, offsets = self._mix_in_chunks(x, pe, a1, kwargs["k"], h, w)
+            k_in = kwargs[k_name]
+            k_out = k_in.view(x.shape) if k_in.is_contiguous() else torch.empty_like(x)
+            k, v, offsets = self._mix_in_chunks(x, pe, a1, k_out, h, w)
         self.last_alpha, self.last_offsets = alpha.detach(), offsets.detach()
-        return args, {**kwargs, "k": k, "v": v}
+        return args, {**kwargs, k_name: k.view(shape), v_name: v.view(shape)}
 
     def _mix_in_chunks(self, x, pe, a1, k_out, h, w):
         """The same computation for inference, a few prompts at a time.
@@ -144,10 +155,10 @@ class StableSam(nn.Module):
             if self._engaged == 0:
                 self._state = {}
 
-    def forward(self, batched_input: List[Dict[str, Any]], multimask_output: bool) -> List[Dict]:
-        """Same inputs and outputs as `Sam.forward`."""
+    def forward(self, batched_input: List[Dict[str, Any]], multimask_output: bool, **kwargs: Any) -> List[Dict]:
+        """Same inputs and outputs as the wrapped model's own forward (`Sam.forward` for SAM 1)."""
         with self.engaged():
-            return self.sam(batched_input, multimask_output)
+            return self.sam(batched_input, multimask_output, **kwargs)
 
     def decode(
         self,
@@ -156,26 +167,28 @@ class StableSam(nn.Module):
         boxes: Optional[torch.Tensor] = None,
         mask_input: Optional[torch.Tensor] = None,
         multimask_output: bool = False,
+        extras: Optional[Dict[str, List[torch.Tensor]]] = None,
     ) -> Tuple[torch.Tensor, torch.Tensor]:
         """Prompt encoder + mask decoder for B prompts on one image, differentiable.
 
         image_embeddings: (1, C, h, w); points: ((B, k, 2), (B, k)) and boxes (B, 4) in the
-        model's input frame. Returns low-res mask logits (B, M, 4h, 4w) and IoU scores (B, M).
+        model's input frame; extras: the rest of a cached `Embedding` (HQ-SAM's early ViT
+        features, SAM 2's high-res features). Returns low-res mask logits (B, M, 4h, 4w) and
+        IoU scores (B, M).
         """
         with self.engaged():
-            sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-            return self.sam.mask_decoder(
-                image_embeddings=image_embeddings,
-                image_pe=self.sam.prompt_encoder.get_dense_pe(),
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=multimask_output,
-            )
+            return self.backend.decode(self.sam, image_embeddings, extras or {}, points, boxes,
+                                       mask_input, multimask_output)
 
     # ----------------------------------------------------------- parameters
     @property
     def device(self) -> torch.device:
-        return self.sam.device
+        return self.backend.device(self.sam)
+
+    @property
+    def family(self) -> str:
+        """The wrapped model's family: sam1 | hq | sam2 | hf."""
+        return self.backend.family
 
     def plugin_modules(self) -> Dict[str, nn.Module]:
         return {"dsp": self.dsp, "drp": self.drp}
@@ -207,12 +220,7 @@ class StableSam(nn.Module):
             module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
 
+
 def check_decoder(sam: Any) -> None:
-    """Refuse anything that is not a Sam with the standard two-layer two-way decoder."""
-    if not isinstance(sam, Sam):
-        raise TypeError(f"StableSam wraps a segment_anything Sam, got {type(sam).__name__}")
-    transformer = getattr(sam.mask_decoder, "transformer", None)
-    if not isinstance(transformer, TwoWayTransformer) or len(transformer.layers) != 2:
-        raise ValueError(
-            "StableSam needs SAM's standard mask decoder: a TwoWayTransformer with 2 layers"
-        )
+    """Refuse anything that is not a SAM with the standard two-layer two-way decoder."""
+    backend_for(sam).check(sam)

@@ -1,0 +1,133 @@
+"""What the plugins need to know about one SAM family, as one small class per family.
+
+Every family keeps SAM's decoder design: a two-layer, 256-d two-way transformer whose layer 2
+runs self-attention, a LayerNorm, then a token-to-image attention. A `Backend` says where
+those modules are, how they are called, where the output tokens sit, and how the family builds,
+loads, encodes and decodes; `StableSam` and `StableSamPredictor` do the rest the same way.
+"""
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class MissingExtra(ImportError):
+    """A SAM family whose package is not installed; the message names the pip extra."""
+
+
+class Embedding:
+    """An image embedding (1, C, h, w) with the sizes a predictor needs, plus what else the
+    family's decoder reads (`extras`): HQ-SAM's early ViT features, SAM 2's high-res features."""
+
+    def __init__(self, features: torch.Tensor, input_size: Tuple[int, int], original_size: Tuple[int, int],
+                 extras: Optional[Dict[str, List[torch.Tensor]]] = None):
+        self.features = features
+        self.input_size = tuple(int(v) for v in input_size)
+        self.original_size = tuple(int(v) for v in original_size)
+        self.extras = dict(extras or {})
+
+    def to(self, device: torch.device) -> "Embedding":
+        extras = {k: [t.to(device) for t in v] for k, v in self.extras.items()}
+        return Embedding(self.features.to(device), self.input_size, self.original_size, extras)
+
+
+class Backend:
+    """One SAM family. Subclasses fill in the family-specific parts.
+
+    Token layout: the decoder's output tokens are (B, n, C); `token_positions` gives the IoU
+    token's index, the single-mask token's index, and the slice of all output tokens.
+    """
+
+    family: str = ""  # short name recorded in plugin files: sam1 | hq | sam2 | hf
+    title: str = ""  # for messages: "SAM 1", "HQ-SAM", "SAM 2.1", ...
+    extra: Optional[str] = None  # pip extra that installs the family's package
+    package: str = ""  # import name of the family's package
+    norm_name: str = "norm1"  # layer 2's LayerNorm after self-attention
+    attn_kwargs: Tuple[str, str, str] = ("q", "k", "v")  # token-to-image attention's q/k/v names
+    encoder_prefix: str = "image_encoder."  # state-dict prefix of the image encoder
+
+    # ------------------------------------------------------------ the decoder
+    def owns(self, model: Any) -> bool:
+        raise NotImplementedError
+
+    def decoder(self, model: nn.Module) -> nn.Module:
+        return model.mask_decoder
+
+    def prompt_encoder(self, model: nn.Module) -> nn.Module:
+        return model.prompt_encoder
+
+    def transformer(self, model: nn.Module) -> nn.Module:
+        return self.decoder(model).transformer
+
+    def check(self, model: nn.Module) -> None:
+        """Refuse a model whose decoder is not the standard two-layer, 256-d one."""
+        layers = getattr(self.transformer(model), "layers", None)
+        if layers is None or len(layers) != 2:
+            raise ValueError(f"StableSam needs {self.title}'s standard mask decoder: a two-way transformer with 2 layers")
+
+    def grid_inputs(self, args: Tuple, kwargs: Dict) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(image_embedding (B, C, h, w), image_pe (B, C, h, w)) from the transformer's call."""
+        return args[0], args[1]
+
+    def token_positions(self, model: nn.Module) -> Tuple[int, int, slice]:
+        """(IoU token index, single-mask token index, slice of the output tokens)."""
+        n = self.decoder(model).num_mask_tokens
+        return 0, 1, slice(0, 1 + n)
+
+    def decoder_width(self, model: nn.Module) -> int:
+        return self.decoder(model).transformer_dim
+
+    # --------------------------------------------------------------- images
+    def encoder(self, model: nn.Module) -> nn.Module:
+        return model.image_encoder
+
+    def image_size(self, model: nn.Module) -> int:
+        """Side of the square the encoder sees (SAM 1: 1024)."""
+        return model.image_encoder.img_size
+
+    def embedding_size(self, model: nn.Module) -> Tuple[int, int]:
+        return tuple(self.prompt_encoder(model).image_embedding_size)
+
+    def mask_input_size(self, model: nn.Module) -> Tuple[int, int]:
+        """Size of the low-res mask logits (4x the embedding grid)."""
+        h, w = self.embedding_size(model)
+        return 4 * h, 4 * w
+
+    def device(self, model: nn.Module) -> torch.device:
+        return next(model.parameters()).device
+
+    def encode(self, model: nn.Module, image: np.ndarray) -> Embedding:
+        """The family's own preprocessing and image encoder on an (H, W, 3) uint8 RGB image."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- prompts
+    def prompt_transform(self, model: nn.Module) -> Any:
+        """Maps original-image XY to the model's input frame: apply_coords(c, (H, W)),
+        apply_boxes(b, (H, W)) on numpy arrays (SAM 1's ResizeLongestSide interface)."""
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        return ResizeLongestSide(self.image_size(model))
+
+    def low_res_target(self, mask: np.ndarray, model: nn.Module) -> torch.Tensor:
+        """(H, W) mask -> (1, 1, *mask_input_size) soft mask in the low-res logit frame."""
+        from ..training import low_res_target
+
+        return low_res_target(mask, self.image_size(model), self.mask_input_size(model))
+
+    def decode(self, model: nn.Module, features: torch.Tensor, extras: Dict[str, List[torch.Tensor]],
+               points: Optional[Tuple[torch.Tensor, torch.Tensor]], boxes: Optional[torch.Tensor],
+               mask_input: Optional[torch.Tensor], multimask_output: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder for B prompts on one image (input frame), differentiable.
+        Returns low-res logits (B, M, 4h, 4w) and IoU scores (B, M)."""
+        raise NotImplementedError
+
+    def predictor(self, model: Any) -> Any:
+        """The family's Stable predictor for a StableSam `model`."""
+        raise NotImplementedError
+
+    # -------------------------------------------------------------- loading
+    def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
+        """The family's model `variant` with the official weights at `path`, in eval mode."""
+        raise NotImplementedError
