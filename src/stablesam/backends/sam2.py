@@ -1,0 +1,152 @@
+"""SAM 2 / 2.1 (`sam2`): Hiera encoder, a decoder whose output tokens start with an
+object-score token (so the single-mask token is index 2) and that also reads two
+high-resolution feature maps. Images are resized to a square (no padding)."""
+
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import require
+from .base import Backend, Embedding
+
+CONFIGS = {
+    "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1_hiera_s": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1_hiera_b+": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1_hiera_l": "configs/sam2.1/sam2.1_hiera_l.yaml",
+    "sam2_hiera_t": "configs/sam2/sam2_hiera_t.yaml",
+    "sam2_hiera_s": "configs/sam2/sam2_hiera_s.yaml",
+    "sam2_hiera_b+": "configs/sam2/sam2_hiera_b+.yaml",
+    "sam2_hiera_l": "configs/sam2/sam2_hiera_l.yaml",
+}
+
+
+@contextmanager
+def sam2_configs() -> Iterator[None]:
+    """Hydra pointed at the sam2 package's own configs for the duration, whatever Hydra state
+    the caller has (restored afterwards): users never touch Hydra or its search path."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.initialize import get_gh_backup, restore_gh_from_backup
+
+    backup = get_gh_backup()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_module("sam2", version_base="1.2"):
+            yield
+    finally:
+        restore_gh_from_backup(backup)
+
+
+class SquareResize:
+    """SAM2Transforms' prompt mapping as SAM 1's ResizeLongestSide interface: original-image XY
+    -> the (S, S) square the image is resized to."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def apply_coords(self, coords: np.ndarray, original_size: Tuple[int, int]) -> np.ndarray:
+        h, w = original_size
+        return np.asarray(coords, float) * np.array([self.size / w, self.size / h])
+
+    def apply_boxes(self, boxes: np.ndarray, original_size: Tuple[int, int]) -> np.ndarray:
+        return self.apply_coords(np.asarray(boxes, float).reshape(-1, 2, 2), original_size).reshape(-1, 4)
+
+
+class Sam2Backend(Backend):
+    family = "sam2"
+    title = "SAM 2.1"
+    extra = "sam2"
+    package = "sam2"
+
+    def owns(self, model: Any) -> bool:
+        from sam2.modeling.sam2_base import SAM2Base
+
+        return isinstance(model, SAM2Base)
+
+    def decoder(self, model: nn.Module) -> nn.Module:
+        return model.sam_mask_decoder
+
+    def prompt_encoder(self, model: nn.Module) -> nn.Module:
+        return model.sam_prompt_encoder
+
+    def token_positions(self, model: nn.Module) -> Tuple[int, int, slice]:
+        decoder = self.decoder(model)
+        s = 1 if decoder.pred_obj_scores else 0  # the object-score token comes first
+        return s, s + 1, slice(0, s + 1 + decoder.num_mask_tokens)
+
+    def image_size(self, model: nn.Module) -> int:
+        return model.image_size
+
+    def device(self, model: nn.Module) -> torch.device:
+        return model.device
+
+    def encode(self, model: nn.Module, image: np.ndarray) -> Embedding:
+        """SAM2ImagePredictor's own `set_image`; keeps its two high-res feature maps."""
+        from .sam2_predictor import plain_predictor
+
+        predictor = plain_predictor(model)
+        predictor.set_image(image)
+        feats = predictor._features
+        size = self.image_size(model)
+        return Embedding(feats["image_embed"], (size, size), predictor._orig_hw[-1],
+                         {"high_res_feats": list(feats["high_res_feats"])})
+
+    def prompt_transform(self, model: nn.Module) -> SquareResize:
+        return SquareResize(self.image_size(model))
+
+    def low_res_target(self, mask: np.ndarray, model: nn.Module) -> torch.Tensor:
+        size = self.image_size(model)
+        t = torch.from_numpy(mask.astype(np.float32))[None, None]
+        t = F.interpolate(t, (size, size), mode="bilinear", align_corners=False)
+        return F.interpolate(t, self.mask_input_size(model), mode="area")
+
+    def decode(self, model: nn.Module, features: torch.Tensor, extras: Dict[str, List[torch.Tensor]],
+               points: Optional[Tuple[torch.Tensor, torch.Tensor]], boxes: Optional[torch.Tensor],
+               mask_input: Optional[torch.Tensor], multimask_output: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """SAM2ImagePredictor's decoder call: a box enters as two points labelled 2 and 3,
+        before the clicks."""
+        if boxes is not None:
+            box_points = boxes.reshape(-1, 2, 2)
+            box_labels = torch.tensor([[2, 3]], dtype=torch.int, device=boxes.device).repeat(len(boxes), 1)
+            if points is None:
+                points = (box_points, box_labels)
+            else:
+                points = (torch.cat([box_points, points[0]], 1), torch.cat([box_labels, points[1]], 1))
+        sparse, dense = model.sam_prompt_encoder(points=points, boxes=None, masks=mask_input)
+        low, iou, _, _ = model.sam_mask_decoder(
+            image_embeddings=features,
+            image_pe=model.sam_prompt_encoder.get_dense_pe(),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask_output,
+            repeat_image=features.shape[0] != sparse.shape[0],
+            high_res_features=extras["high_res_feats"],
+        )
+        return low, iou
+
+    def predictor(self, model: Any, **kwargs: Any) -> Any:
+        from .sam2_predictor import StableSam2Predictor
+
+        return StableSam2Predictor(model, **kwargs)
+
+    def build(self, variant: str, image_size: Optional[int] = None) -> nn.Module:
+        """A random-init SAM 2 from the package's own config for `variant` (eval mode, CPU);
+        image_size overrides the config's 1024 (a multiple of 64; smaller is faster)."""
+        require("sam2")
+        from sam2.build_sam import build_sam2
+
+        overrides = [f"++model.image_size={int(image_size)}"] if image_size else []
+        with sam2_configs():
+            return build_sam2(CONFIGS[variant], None, device="cpu", hydra_overrides_extra=overrides)
+
+    def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
+        from ..checkpoints import CheckpointError, load_family_weights
+
+        if variant not in CONFIGS:
+            raise CheckpointError(f"unknown SAM 2 model {variant!r}; accepted: {', '.join(CONFIGS)}")
+        return load_family_weights(self.build(variant), path, "sam2", variant, device)
