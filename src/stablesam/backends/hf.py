@@ -1,0 +1,147 @@
+"""Hugging Face `transformers`: `SamModel` (SAM 1 weights) and `Sam2Model` (SAM 2 / 2.1), loaded
+from a local folder (`from_pretrained(DIR, local_files_only=True)`, never the network).
+
+Its decoder blocks (`SamTwoWayAttentionBlock` / `Sam2TwoWayAttentionBlock`) call their
+attention with query/key/value keywords and carry a prompt-batch axis: tokens are
+(B, P, n, C) and image keys (B * P, 1, h*w, C); Sam2Model's tokens start with an object-score
+token, as in `sam2`. `SamModel` resizes the long side and pads (as SAM 1), `Sam2Model` resizes
+to a square (as SAM 2).
+"""
+
+import json
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from . import require
+from .base import Backend, Embedding
+
+MODEL_TYPES = ("sam", "sam2")
+
+
+def is_sam2(model: nn.Module) -> bool:
+    return model.config.model_type == "sam2"
+
+
+class HfBackend(Backend):
+    family = "hf"
+    title = "Hugging Face transformers SAM"
+    extra = "hf"
+    package = "transformers"
+    norm_name = "layer_norm1"
+    attn_kwargs = ("query", "key", "value")
+    encoder_prefix = "vision_encoder."
+
+    def owns(self, model: Any) -> bool:
+        from transformers import Sam2Model, SamModel
+
+        return isinstance(model, (SamModel, Sam2Model))
+
+    def grid_inputs(self, args: Tuple, kwargs: Dict) -> Tuple[torch.Tensor, torch.Tensor]:
+        return kwargs["image_embeddings"], kwargs["image_positional_embeddings"]
+
+    def token_positions(self, model: nn.Module) -> Tuple[int, int, slice]:
+        s = 1 if is_sam2(model) else 0  # Sam2Model: the object-score token comes first
+        return s, s + 1, slice(0, s + 1 + self.decoder(model).num_mask_tokens)
+
+    def decoder_width(self, model: nn.Module) -> int:
+        return self.decoder(model).hidden_size
+
+    def encoder(self, model: nn.Module) -> nn.Module:
+        return model.vision_encoder
+
+    def image_size(self, model: nn.Module) -> int:
+        return int(self.prompt_encoder(model).input_image_size)
+
+    def embedding_size(self, model: nn.Module) -> Tuple[int, int]:
+        size = self.prompt_encoder(model).image_embedding_size
+        return (size, size) if isinstance(size, int) else tuple(size)
+
+    def processor(self, model: nn.Module) -> Any:
+        """The model's image processor, sized from its config (no preprocessor file needed)."""
+        s = self.image_size(model)
+        if is_sam2(model):
+            from transformers import Sam2ImageProcessor
+
+            return Sam2ImageProcessor(size={"height": s, "width": s})
+        from transformers import SamImageProcessor
+
+        return SamImageProcessor(size={"longest_edge": s}, pad_size={"height": s, "width": s})
+
+    def encode(self, model: nn.Module, image: np.ndarray) -> Embedding:
+        """The transformers image processor, then `get_image_embeddings`."""
+        inputs = self.processor(model)(images=image, return_tensors="pt")
+        with torch.no_grad():
+            out = model.get_image_embeddings(inputs["pixel_values"].to(self.device(model)))
+        original = tuple(int(v) for v in inputs["original_sizes"][0])
+        if is_sam2(model):  # [high-res s0, high-res s1, embedding]
+            s = self.image_size(model)
+            return Embedding(out[-1], (s, s), original, {"high_res_feats": list(out[:-1])})
+        return Embedding(out, tuple(int(v) for v in inputs["reshaped_input_sizes"][0]), original)
+
+    def prompt_transform(self, model: nn.Module) -> Any:
+        if is_sam2(model):
+            from .sam2 import SquareResize
+
+            return SquareResize(self.image_size(model))
+        return super().prompt_transform(model)
+
+    def low_res_target(self, mask: np.ndarray, model: nn.Module) -> torch.Tensor:
+        if not is_sam2(model):
+            return super().low_res_target(mask, model)
+        s = self.image_size(model)
+        t = F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], (s, s), mode="bilinear",
+                          align_corners=False)
+        return F.interpolate(t, self.mask_input_size(model), mode="area")
+
+    def decode(self, model: nn.Module, features: torch.Tensor, extras: Dict[str, List[torch.Tensor]],
+               points: Optional[Tuple[torch.Tensor, torch.Tensor]], boxes: Optional[torch.Tensor],
+               mask_input: Optional[torch.Tensor], multimask_output: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The model's own forward on the embedding, the B prompts as its prompt batch P."""
+        embeddings = [*extras["high_res_feats"], features] if is_sam2(model) else features
+        if mask_input is not None and len(mask_input) > 1:
+            raise ValueError("transformers SAM takes one mask_input per image")
+        out = model(
+            image_embeddings=embeddings,
+            input_points=None if points is None else points[0][None],
+            input_labels=None if points is None else points[1][None],
+            input_boxes=None if boxes is None else boxes[None],
+            input_masks=mask_input,
+            multimask_output=multimask_output,
+        )
+        return out.pred_masks[0], out.iou_scores[0]
+
+    def predictor(self, model: Any, **kwargs: Any) -> Any:
+        from .hf_predictor import StableHfPredictor
+
+        return StableHfPredictor(model, **kwargs)
+
+    def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
+        """`hf:DIR`: a folder written by `save_pretrained` (config.json + weights)."""
+        from ..checkpoints import CheckpointError
+
+        require("hf")
+        folder = Path(path)
+        config = folder / "config.json"
+        if not config.is_file():
+            raise CheckpointError(f"{folder}: not a transformers model folder (no config.json; "
+                                  "hf:DIR takes what save_pretrained writes)")
+        try:
+            model_type = json.loads(config.read_text()).get("model_type")
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{config}: unreadable config ({e})") from None
+        if model_type not in MODEL_TYPES:
+            raise CheckpointError(f"{folder}: this is a transformers {model_type!r} model, not SamModel or Sam2Model")
+        from transformers import Sam2Model, SamModel
+
+        cls = Sam2Model if model_type == "sam2" else SamModel
+        try:
+            model = cls.from_pretrained(folder, local_files_only=True)
+        except (OSError, ValueError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CheckpointError(f"{folder}: cannot load {cls.__name__}: {first}") from None
+        return model.to(device).eval()
