@@ -1,7 +1,8 @@
-"""Decoder cost of the plugins: Stable-SAM / SAM time for 20 box prompts on a ViT-B-sized
-64x64x256 image embedding, measured side by side (alternating), median of the ratios.
+"""Decoder cost of the plugins: Stable-X / X time for 20 box prompts on a 64x64x256 image
+embedding (1024 px input), measured side by side (alternating), median of the ratios, for
+SAM 1 (ViT-B decoder) and SAM 2.1 (hiera-tiny decoder, with its two high-res feature maps).
 
-    python benchmarks/plugin_overhead.py [--prompts 20] [--rounds 15] [--threads N]
+    python benchmarks/plugin_overhead.py [--family sam1|sam2|all] [--prompts 20] [--rounds 15] [--threads N]
 """
 
 import argparse
@@ -9,7 +10,6 @@ import statistics
 import time
 
 import torch
-from segment_anything import sam_model_registry
 
 from stablesam import StableSam
 
@@ -21,18 +21,22 @@ def time_call(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prompts", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def build(family: str):
+    """(random-init model of the family, its embedding extras) on 64x64 embeddings."""
+    if family == "sam1":
+        from segment_anything import sam_model_registry
+
+        return sam_model_registry["vit_b"](), {}
+    from stablesam.backends import get_backend
+
+    return get_backend("sam2").build("sam2.1_hiera_t"), {
+        "high_res_feats": [torch.randn(1, 32, 256, 256), torch.randn(1, 64, 128, 128)]}
+
+
+def measure(family: str, args: argparse.Namespace) -> None:
     torch.manual_seed(0)
-    sam = sam_model_registry["vit_b"]()
-    model = StableSam(sam).eval()
+    base, extras = build(family)
+    model = StableSam(base).eval()
     with torch.no_grad():  # trained-looking plugins: nonzero offsets, non-uniform α
         for p in model.plugin_parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -44,25 +48,40 @@ def main() -> None:
     def run(enabled: bool):
         model.plugins_enabled = enabled
         with torch.no_grad():
-            model.decode(emb, boxes=boxes)
+            model.decode(emb, boxes=boxes, extras=extras)
 
     for enabled in (False, True):  # warm-up
         run(enabled)
-    ratios, t_sam, t_stable = [], [], []
+    ratios, t_base, t_stable = [], [], []
     for _ in range(args.rounds):
         a = time_call(lambda: run(False), args.repeats)
         b = time_call(lambda: run(True), args.repeats)
-        t_sam.append(a)
+        t_base.append(a)
         t_stable.append(b)
         ratios.append(b / a)
-    print(f"threads: {torch.get_num_threads()}, prompts per call: {args.prompts}, "
+    name = {"sam1": "SAM", "sam2": "SAM 2.1"}[family]
+    print(f"[{family}] threads: {torch.get_num_threads()}, prompts per call: {args.prompts}, "
           f"embedding: 64x64x256, rounds: {args.rounds} x {args.repeats} calls")
-    print(f"SAM decoder:        median {statistics.median(t_sam) * 1e3:8.1f} ms / call")
-    print(f"Stable-SAM decoder: median {statistics.median(t_stable) * 1e3:8.1f} ms / call")
-    print(f"overhead ratio Stable-SAM / SAM: median {statistics.median(ratios):.3f} "
+    print(f"{name + ' decoder:':<24}median {statistics.median(t_base) * 1e3:8.1f} ms / call")
+    print(f"{'Stable-' + name + ' decoder:':<24}median {statistics.median(t_stable) * 1e3:8.1f} ms / call")
+    print(f"overhead ratio Stable-{name} / {name}: median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f}); target <= 1.10, stretch 1.05")
     print(f"plugin parameters: {model.num_plugin_parameters():,} "
           f"({model.num_plugin_parameters() / 1e6:.3f} M)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--family", choices=("sam1", "sam2", "all"), default="all")
+    parser.add_argument("--prompts", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for family in (("sam1", "sam2") if args.family == "all" else (args.family,)):
+        measure(family, args)
 
 
 if __name__ == "__main__":

@@ -301,7 +301,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     steps = config.total_steps
     if rank == 0:
         trainable = sum(p.numel() for p in (model.plugin_parameters() if args.tune == "plugins"
-                                            else model.sam.mask_decoder.parameters()))
+                                            else model.backend.decoder(model.sam).parameters()))
         print(f"training {args.tune} ({trainable:,} parameters) of {spec.text} on {len(objects)} objects, "
               f"{steps} steps of {args.batch_size}, {world} process(es) on {device}; "
               f"encoder runs: {cache.encoder_calls}")
@@ -389,7 +389,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         sock = bind(args.host, args.port)
     except OSError as e:
         raise UsageError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
-    print(f"stablesam demo: {spec.text} on {model.sam.device}, open {url(sock)} (Ctrl+C stops)", flush=True)
+    print(f"stablesam demo: {spec.text} on {model.device}, open {url(sock)} (Ctrl+C stops)", flush=True)
     with sock:
         server(app, log_level="warning").run(sockets=[sock])
     return 0

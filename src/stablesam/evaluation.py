@@ -48,7 +48,7 @@ def predict_with_attention(seg: Segmenter, prompts, multimask: bool, mask: np.nd
     """seg.predict, and for a SAM the mask token's layer-2 attention: (masks, (n, h*w) maps or
     None, share of each map inside `mask` or None, Stable-SAM's offsets (n, h, w, 2) or None).
     For Stable-SAM the maps say where the attended features come from (`reads_from`)."""
-    if not isinstance(seg, SamSegmenter):
+    if not isinstance(seg, SamSegmenter) or seg.model.family != "sam1":  # the probe reads SAM 1's decoder
         return seg.predict(prompts, multimask=multimask), None, None, None
     sam = seg.model.sam
     with AttentionProbe(sam) as probe:

@@ -121,6 +121,9 @@ def run_everything(args: argparse.Namespace) -> int:
         if spec.base == "grabcut":
             raise SpecError("grabcut is a benchmark peer (stablesam eval); segment takes a SAM model SPEC")
         model = build_model(spec, args.device, args.force).eval()
+        if model.family != "sam1":
+            raise SpecError(f"--everything runs segment_anything's automatic mask generator: SAM 1 SPECs only, "
+                            f"{spec.text!r} is a {model.family} model")
     except SpecError as e:
         raise InputError(str(e)) from None
     iou_default, stability_default = default_thresholds(spec.base)

@@ -11,6 +11,9 @@ import cv2
 import numpy as np
 import torch
 
+from .backends import MissingExtra, get_backend, require
+from .backends.hq import VARIANTS as HQ_VARIANTS
+from .backends.sam2 import CONFIGS as SAM2_CONFIGS
 from .cache import EmbeddingCache
 from .checkpoints import (
     MODEL_TYPES, CheckpointError, load_decoder, load_official_sam, load_sam_file, wrap_sam,
@@ -20,10 +23,16 @@ from .predictor import StableSamPredictor
 from .prompts import Prompts
 
 EMBEDDED = ("tiny-sam", "tiny-stable-sam")
+# SPEC heads of the other SAM families -> family (each needs its pip extra)
+FAMILY_BASES = {**{b: "hq" for b in HQ_VARIANTS}, **{b: "sam2" for b in SAM2_CONFIGS}, "hf": "hf"}
 DEFAULT_SPEC = "tiny-stable-sam"
 SAM_ACCEPTED = """accepted model SPECs:
   vit_b:PATH, vit_l:PATH, vit_h:PATH   SAM from an official checkpoint (plugins off)
   sam:PATH                             SAM from a stablesam SAM file (architecture + weights)
+  hq_vit_b|l|h|tiny:PATH               HQ-SAM from an official checkpoint       (pip install "stablesam[hq]")
+  sam2.1_hiera_t|s|b+|l:PATH           SAM 2.1 from an official checkpoint      (pip install "stablesam[sam2]")
+  sam2_hiera_t|s|b+|l:PATH             SAM 2 from an official checkpoint        (pip install "stablesam[sam2]")
+  hf:DIR                               transformers SamModel/Sam2Model folder   (pip install "stablesam[hf]")
   tiny-sam, tiny-stable-sam            the embedded base model / the embedded Stable-SAM
   SPEC+plugin=PATH                     Stable-SAM: that SAM with the plugin file at PATH
   SPEC+decoder=PATH                    that SAM with decoder-tuned weights (DT baseline)"""
@@ -39,7 +48,7 @@ class SpecError(ValueError):
 @dataclass(frozen=True)
 class ModelSpec:
     text: str
-    base: str  # vit_b | vit_l | vit_h | sam | tiny-sam | tiny-stable-sam | grabcut
+    base: str  # vit_b | vit_l | vit_h | sam | tiny-sam | tiny-stable-sam | grabcut | a FAMILY_BASES key
     checkpoint: Optional[Path] = None
     plugin: Optional[Path] = None
     decoder: Optional[Path] = None
@@ -65,8 +74,13 @@ def parse_model_spec(text: str) -> ModelSpec:
         raise SpecError(f"model SPEC {text!r} names +plugin or +decoder twice\n{ACCEPTED}")
     base, sep, path = head.partition(":")
     checkpoint = None
-    if base in MODEL_TYPES + ("sam",) and sep:
+    if base in MODEL_TYPES + ("sam",) + tuple(FAMILY_BASES) and sep:
         checkpoint = Path(path)
+        if base in FAMILY_BASES:
+            try:
+                require(FAMILY_BASES[base])
+            except MissingExtra as e:
+                raise SpecError(f"model SPEC {text!r}: {e}") from None
     elif base.partition("@")[0] == "grabcut" and not sep:
         if extras:
             raise SpecError(f"grabcut takes no +plugin/+decoder (in {text!r})\n{ACCEPTED}")
@@ -80,7 +94,11 @@ def parse_model_spec(text: str) -> ModelSpec:
     decoder = Path(extras["decoder"]) if "decoder" in extras else None
     if base == "tiny-stable-sam" and plugin is not None:
         raise SpecError(f"{text!r}: tiny-stable-sam already has its plugin; use tiny-sam+plugin=PATH")
-    for what, p in (("checkpoint", checkpoint), ("plugin file", plugin), ("decoder file", decoder)):
+    if base == "hf" and not checkpoint.is_dir():
+        raise SpecError(f"model SPEC {text!r}: hf:DIR needs a folder (what save_pretrained writes), "
+                        f"not found: {checkpoint}\n{ACCEPTED}")
+    for what, p in (("checkpoint", None if base == "hf" else checkpoint), ("plugin file", plugin),
+                    ("decoder file", decoder)):
         if p is not None and not p.is_file():
             raise SpecError(f"model SPEC {text!r}: {what} not found: {p}\n{ACCEPTED}")
     if base in EMBEDDED:
@@ -205,6 +223,8 @@ def build_model(spec: ModelSpec, device: Optional[str] = None, force: bool = Fal
             plugin = default_plugin if spec.base == DEFAULT_SPEC else spec.plugin
         elif spec.base == "sam":
             sam, plugin = load_sam_file(spec.checkpoint, device), spec.plugin
+        elif spec.base in FAMILY_BASES:
+            sam, plugin = get_backend(FAMILY_BASES[spec.base]).load(spec.base, spec.checkpoint, device), spec.plugin
         else:
             sam = load_official_sam(spec.checkpoint, spec.base, device)
             plugin = spec.plugin

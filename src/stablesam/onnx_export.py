@@ -194,6 +194,9 @@ def run_export_onnx(args) -> int:
         if spec.base == "grabcut":
             raise SpecError("grabcut is a benchmark peer; export-onnx takes a SAM model SPEC")
         model = build_model(spec, "cpu", args.force).eval()
+        if model.family != "sam1":
+            raise SpecError(f"export-onnx writes segment_anything's SamOnnxModel contract: SAM 1 SPECs only, "
+                            f"{spec.text!r} is a {model.family} model")
     except SpecError as e:
         raise InputError(str(e)) from None
     if args.plugins == "on" and not model.plugins_enabled:

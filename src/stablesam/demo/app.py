@@ -128,8 +128,8 @@ def create_app(
 
     @api
     async def config(request: Request) -> Dict[str, Any]:
-        return {"model": model_name, "device": str(model.sam.device), "grid": list(engine.grid),
-                "img_size": model.sam.image_encoder.img_size, "max_bytes": max_bytes, "max_pixels": max_pixels,
+        return {"model": model_name, "device": str(model.device), "grid": list(engine.grid),
+                "img_size": model.backend.image_size(model.sam), "max_bytes": max_bytes, "max_pixels": max_pixels,
                 "max_images": max_images, "max_points": MAX_POINTS, "max_wobble": MAX_WOBBLE,
                 "wobble": {"k": WOBBLE_K, "scale": WOBBLE_SCALE, "seed": 0}, "examples": list(examples())}
 

@@ -151,7 +151,7 @@ class DemoEngine:
 
     @property
     def grid(self) -> Tuple[int, int]:
-        return tuple(self.model.sam.prompt_encoder.image_embedding_size)
+        return tuple(self.model.backend.embedding_size(self.model.sam))
 
     def add_image(self, data: bytes, name: str, max_bytes: int, max_pixels: int) -> Tuple[StoredImage, float]:
         """Decode and encode an upload (or find it stored) -> (image, encoder ms; 0 when stored)."""
@@ -204,7 +204,7 @@ class DemoEngine:
         routing = results["stable_sam"][2]
         out["stable_sam"]["alpha"] = [round(float(a), 4) for a in routing["alpha"][0]]
         out["stable_sam"]["offsets"] = offset_arrows(routing["offsets"][0], item.embedding,
-                                                     self.model.sam.image_encoder.img_size)
+                                                     self.model.backend.image_size(self.model.sam))
         out["decoder_ms"] = round(decoder_ms, 1)
         return out
 

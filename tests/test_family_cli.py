@@ -1,0 +1,153 @@
+"""Every SAM family through the command line, the embedding cache, training and the demo:
+random-init models saved in each family's official format (see test_hq/test_sam2/test_hf)."""
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import build_small_sam, perturb_plugins
+from stablesam import StableSam, save_plugin
+from stablesam.backends import get_backend
+from stablesam.cli import main
+from stablesam.checkpoints import read_plugin, read_weights
+from test_eval import make_folder
+from test_training import SRC, losses, run
+
+IMAGE = np.random.default_rng(0).integers(0, 255, size=(60, 80, 3), dtype=np.uint8)
+
+
+def family_files(tmp, family):
+    """(SPEC of the base model, SPEC with a perturbed plugin of that family)."""
+    torch.manual_seed(0)
+    if family == "hq":
+        pytest.importorskip("segment_anything_hq", reason="needs the [hq] extra")
+        path, head = tmp / "sam_hq_vit_tiny.pth", "hq_vit_tiny"
+        torch.save(get_backend("hq").build(head).state_dict(), path)
+    elif family == "sam2":
+        pytest.importorskip("sam2", reason="needs the [sam2] extra")
+        path, head = tmp / "sam2.1_hiera_tiny.pt", "sam2.1_hiera_t"
+        torch.save({"model": get_backend("sam2").build(head).state_dict()}, path)
+    else:
+        pytest.importorskip("transformers", reason="needs the [hf] extra")
+        from test_hf import small_sam_config, torch_default_init
+        from transformers import SamModel
+
+        path, head = tmp / "hf_sam", "hf"
+        model = SamModel(small_sam_config())
+        torch_default_init(model)
+        model.save_pretrained(path)
+    base = f"{head}:{path}"
+    model = StableSam(get_backend(family).load(head, path, torch.device("cpu")))
+    perturb_plugins(model, scale=0.05)
+    plugin = tmp / f"{family}_plugin.pt"
+    save_plugin(model, plugin, base_name=f"{head}:{path.name}")
+    return base, f"{base}+plugin={plugin}"
+
+
+@pytest.mark.parametrize("family", ["hq", "sam2", "hf"])
+def test_segment_each_family(family, tmp_path, capsys):
+    base, stable = family_files(tmp_path, family)
+    image = tmp_path / "im.png"
+    Image.fromarray(IMAGE).save(image)
+    out = tmp_path / "mask.png"
+    assert main(["segment", str(image), "--box", "10,5,60,50", "--point", "30,30", "--model", stable,
+                 "--out", str(out), "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    assert "alpha = " in printed
+    mask = np.array(Image.open(out))
+    assert mask.shape == IMAGE.shape[:2] and set(np.unique(mask)) <= {0, 255}
+    # a plugin of this family on a SAM 1 base: one line, exit 2
+    small = tmp_path / "small.pth"
+    torch.save(build_small_sam().state_dict(), small)
+    plugin = stable.split("+plugin=")[1]
+    assert main(["segment", str(image), "--box", "10,5,60,50", "--model", f"sam:{small}+plugin={plugin}",
+                 "--out", str(out), "--device", "cpu"]) == 2
+
+
+def test_wrong_family_checkpoint_and_missing_extra(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("sam2", reason="needs the [sam2] extra")
+    image = tmp_path / "im.png"
+    Image.fromarray(IMAGE).save(image)
+    sam1 = tmp_path / "sam_vit_b.pth"
+    torch.save(build_small_sam().state_dict(), sam1)
+    args = ["segment", str(image), "--box", "10,5,60,50", "--out", str(tmp_path / "m.png"), "--device", "cpu"]
+    assert main([*args, "--model", f"sam2.1_hiera_t:{sam1}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "this is a SAM 1 checkpoint, not SAM 2.1" in err[0]
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sam2" else real(name, *a))
+    assert main([*args, "--model", f"sam2.1_hiera_t:{sam1}"]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install "stablesam[sam2]"' in err
+
+
+def test_eval_and_cache_per_family(tmp_path, capsys):
+    """eval with a transformers model and its Stable version; the cache keys by family."""
+    base, stable = family_files(tmp_path, "hf")
+    data = make_folder(tmp_path / "toy", n=2)
+    cache = tmp_path / "cache"
+    assert main(["eval", "--data", str(data), "--model", base, "--model", stable, "--prompts", "gt-box,points@1",
+                 "--samples", "2", "--out", str(tmp_path / "ev"), "--cache", str(cache), "--device", "cpu"]) == 0
+    assert (tmp_path / "ev" / "results.json").is_file()
+    assert len(list(cache.rglob("*.pt"))) == 2  # one entry per image, shared by both models
+
+
+def test_demo_engine_with_a_transformers_model(tmp_path):
+    """The demo's engine (upload, encode, both models on one prompt) on a transformers SamModel
+    with its plugin."""
+    from stablesam.demo.engine import DemoEngine, Prompt
+    from stablesam.models import build_model, parse_model_spec
+
+    _, stable = family_files(tmp_path, "hf")
+    engine = DemoEngine(build_model(parse_model_spec(stable), "cpu"))
+    buf = io.BytesIO()
+    Image.fromarray(IMAGE).save(buf, format="PNG")
+    item, _ = engine.add_image(buf.getvalue(), "im.png", 10_000_000, 10_000_000)
+    out = engine.predict(item, Prompt(np.array([10.0, 5.0, 60.0, 50.0]), np.zeros((0, 2)), np.zeros(0, int)))
+    assert set(out) >= {"sam", "stable_sam"} and len(out["stable_sam"]["alpha"]) == 2
+    assert engine.grid == (16, 16)
+
+
+def test_sam2_train_sigkill_and_resume_equals_uninterrupted(tmp_path):
+    base, _ = family_files(tmp_path, "sam2")
+    data = make_folder(tmp_path / "toy", n=2)
+    common = ["--steps", 12, "--batch-size", 2, "--checkpoint-every", 2, "--lr", 3e-3, "--device", "cpu"]
+
+    def args(out, *extra):
+        return ["train", "--data", str(data), "--model", base, "--out", str(out),
+                "--cache", str(tmp_path / "cache"), *map(str, common), *map(str, extra)]
+
+    full = run(args(tmp_path / "full"), timeout=600)
+    assert full.returncode == 0, full.stderr
+    assert read_plugin(tmp_path / "full" / "plugin.pt")["base"]["family"] == "sam2"
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "stablesam", *args(out)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        ckpt = out / "checkpoint.pt"
+        if ckpt.exists() and read_weights(ckpt)["step"] >= 4:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    step = read_weights(out / "checkpoint.pt")["step"]
+    assert 4 <= step < 12, "the run was not killed mid-way"
+    resumed = run(args(out, "--resume"), timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    a = read_plugin(tmp_path / "full" / "plugin.pt")["state_dict"]
+    b = read_plugin(out / "plugin.pt")["state_dict"]
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
+    assert losses(out) == pytest.approx(losses(tmp_path / "full"), abs=1e-6)
