@@ -93,6 +93,8 @@ def test_checkpoints_and_plugin_family(sam2, stable, tmp_path):
 
     with pytest.raises(CheckpointError, match="this is a SAM 2.1 checkpoint, not SAM 1"):
         load_model(path, "vit_b", device="cpu")
+    plain = load_model(path, "sam2.1_hiera_t", device="cpu")
+    assert plain.family == "sam2" and not plain.plugins_enabled
     model = stable[0]
     perturb_plugins(model)
     plugin = tmp_path / "plugin.pt"

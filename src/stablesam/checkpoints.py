@@ -248,8 +248,9 @@ def load_model(
 ) -> StableSam:
     """Build a StableSam.
 
-    With an official checkpoint and `model_type` (vit_b, vit_l, vit_h): that SAM, with the
-    plugin file if given, else with `plugins_enabled = False` (plain SAM). With no checkpoint:
+    With an official checkpoint and `model_type` (vit_b, vit_l, vit_h; or another family's SPEC
+    head: hq_vit_b, sam2.1_hiera_t, hf with a folder, ...): that SAM, with the plugin file if
+    given, else with `plugins_enabled = False` (plain SAM). With no checkpoint:
     the embedded tiny model (its Stable-SAM plugin unless `plugin` names another file).
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -261,7 +262,14 @@ def load_model(
     else:
         if model_type is None:
             raise CheckpointError(f"model_type is needed with a checkpoint; accepted: {', '.join(MODEL_TYPES)}")
-        sam = load_official_sam(checkpoint, model_type, device)
+        from .models import FAMILY_BASES  # hq_vit_b, sam2.1_hiera_t, hf, ...
+
+        if model_type in FAMILY_BASES:
+            from .backends import get_backend
+
+            sam = get_backend(FAMILY_BASES[model_type]).load(model_type, checkpoint, device)
+        else:
+            sam = load_official_sam(checkpoint, model_type, device)
     return wrap_sam(sam, plugin, force)
 
 

@@ -41,6 +41,16 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"python {platform.python_version()}, torch {torch.__version__}, "
           f"torchvision {torchvision.__version__}, segment-anything {sam_version}")
     print(f"device: {'cuda (' + torch.cuda.get_device_name(0) + ')' if cuda else 'cpu'}")
+    from .backends import FAMILIES, MissingExtra, require
+
+    def family_state(family: str) -> str:
+        try:
+            require(family)
+            return "installed"
+        except MissingExtra:
+            return f"not installed (pip install \"stablesam[{FAMILIES[family][3]}]\")"
+
+    print("SAM families: " + "; ".join(f"{FAMILIES[f][4]} {family_state(f)}" for f in FAMILIES))
     print(f"plugin parameters (256-d decoder): {n_dsp + n_drp:,} "
           f"({(n_dsp + n_drp) / 1e6:.3f} M; DSP {n_dsp:,}, DRP {n_drp:,})")
     print(f"default plugin config: {config.to_dict()}")

@@ -19,14 +19,17 @@ FAMILIES = {
     "sam2": ("sam2", "Sam2Backend", "sam2", "sam2", "SAM 2.1"),
     "hf": ("hf", "HfBackend", "transformers", "hf", "Hugging Face transformers SAM"),
 }
+# import names each family needs (segment_anything_hq imports timm without declaring it)
+REQUIRES = {"hq": ("segment_anything_hq", "timm")}
 _LOADED: Dict[str, Backend] = {}
 
 
 def require(family: str) -> None:
     """Raise MissingExtra (one line, naming the extra) if the family's package is missing."""
     _, _, package, extra, title = FAMILIES[family]
-    if importlib.util.find_spec(package) is None:
-        raise MissingExtra(f"{title} needs the '{package}' package: pip install \"stablesam[{extra}]\"")
+    for name in REQUIRES.get(family, (package,)):
+        if importlib.util.find_spec(name) is None:
+            raise MissingExtra(f"{title} needs the '{name}' package: pip install \"stablesam[{extra}]\"")
 
 
 def get_backend(family: str) -> Backend:
