@@ -52,6 +52,9 @@ class StableSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):
                 f"StableSamAutomaticMaskGenerator takes a StableSam, got {type(model).__name__}; "
                 "wrap a Sam with stablesam.StableSam(sam) (or use SamAutomaticMaskGenerator for plain SAM)"
             )
+        if model.family != "sam1":
+            raise TypeError(f"StableSamAutomaticMaskGenerator runs segment_anything's generator: SAM 1 only, "
+                            f"not a {model.family} model")
         super().__init__(model.sam, *args, **kwargs)
         self.stable = model
         if embedding_cache is None:
