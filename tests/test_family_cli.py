@@ -151,3 +151,23 @@ def test_sam2_train_sigkill_and_resume_equals_uninterrupted(tmp_path):
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
     assert losses(out) == pytest.approx(losses(tmp_path / "full"), abs=1e-6)
+
+
+@pytest.mark.parametrize("family", ["hq", "hf"])
+def test_train_plugins_and_decoder_each_family(family, tmp_path, capsys):
+    """`stablesam train` in both modes on cached embeddings; the files load back onto the base."""
+    from stablesam.models import build_model, parse_model_spec
+
+    base, _ = family_files(tmp_path, family)
+    data = make_folder(tmp_path / "toy", n=1)
+    common = ["--data", str(data), "--model", base, "--steps", "2", "--batch-size", "2",
+              "--cache", str(tmp_path / "cache"), "--device", "cpu"]
+    assert main(["train", *common, "--out", str(tmp_path / "plugins")]) == 0
+    assert main(["train", *common, "--tune", "decoder", "--out", str(tmp_path / "dt")]) == 0
+    assert "encoder runs: 0" in capsys.readouterr().out  # the second run reads the cache
+    plugin = read_plugin(tmp_path / "plugins" / "plugin.pt")
+    assert plugin["base"]["family"] == family
+    model = build_model(parse_model_spec(f"{base}+plugin={tmp_path / 'plugins' / 'plugin.pt'}"), "cpu")
+    assert model.plugins_enabled and model.family == family
+    tuned = build_model(parse_model_spec(f"{base}+decoder={tmp_path / 'dt' / 'decoder.pt'}"), "cpu")
+    assert not tuned.plugins_enabled
