@@ -263,8 +263,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         if spec.base == "grabcut":
             raise SpecError("grabcut has nothing to train")
         mixture = RtsMixture.parse(args.rts_mixture) if args.rts_mixture else RtsMixture()
+        sites = tuple(x.strip() for x in args.extra_sites.split(",") if x.strip()) if args.extra_sites else ()
         plugin_config = PluginConfig(offset_range=args.offset_range, sampled_pe=args.sampled_pe,
-                                     routing_token=args.routing_token, use_routing=not args.no_drp)
+                                     routing_token=args.routing_token, use_routing=not args.no_drp,
+                                     routing_hidden=args.routing_hidden, amplitude=args.amplitude,
+                                     offset_groups=args.offset_groups, extra_sites=sites)
     except (SpecError, ValueError) as e:
         raise UsageError(str(e)) from None
     out = Path(args.out)
@@ -469,6 +472,13 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--sampled-pe", action="store_true", help="sample the PE at p + Δp too (default: grid PE)")
     tr.add_argument("--routing-token", choices=["mask", "iou", "mean"], default="mask",
                     help="output token driving the DRP (default: the single-mask token)")
+    tr.add_argument("--routing-hidden", type=int, default=32, metavar="N", help="hidden width of the DRP's MLP (default 32)")
+    tr.add_argument("--amplitude", action="store_true",
+                    help="extension: the DSP also predicts a per-cell amplitude of the sampled features")
+    tr.add_argument("--offset-groups", type=int, default=1, metavar="G",
+                    help="extension: G channel groups with their own offsets (8: one per attention head; default 1)")
+    tr.add_argument("--extra-sites", default="", metavar="LIST",
+                    help="extension: more attentions with their own DSP + DRP: layer1, final (default: layer 2 only)")
     tr.add_argument("--val", nargs="+", default=None, metavar="PATH", help="datasets for a short eval at the end")
     tr.add_argument("--val-split", default=None, metavar="FILE", help="split list for --val")
     tr.add_argument("--val-prompts", default="gt-box,noisy-box@0.4,points@1,points@3")

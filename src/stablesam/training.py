@@ -109,7 +109,7 @@ class TrainStep(nn.Module):
 
     def __init__(self, model: StableSam, dice_weight: float):
         super().__init__()
-        self.dsp, self.drp = model.dsp, model.drp
+        self.plugins = nn.ModuleDict(model.plugin_modules())  # every site's DSP + DRP
         self.prompt_encoder = model.backend.prompt_encoder(model.sam)
         self.mask_decoder = model.backend.decoder(model.sam)
         object.__setattr__(self, "model", model)  # not a submodule

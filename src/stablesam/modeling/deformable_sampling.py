@@ -20,20 +20,30 @@ class DeformableSamplingPlugin(nn.Module):
     x*_{p+Δp} is x*_p sampled bilinearly at p + Δp. Initialised as the identity: the first
     1x1 conv is the identity matrix and the offset conv is zero, so x*_{p+Δp} = x_p.
 
+    Options (off by default): `amplitude` adds a per-cell modulation m_p = 2 sigmoid(z_p) from
+    one more output channel of the offset conv (the paper's "locations and amplitudes"; m = 1
+    at init), multiplying the sampled features; `groups` G > 1 splits the channels into G groups
+    that each read at their own offset (deformable convolution's offset groups; 8 groups of 32
+    channels play the part of per-head offsets), and forward returns offsets (B, h, w, G, 2).
+
     Features travel in the decoder's token layout (B, H*W, C) throughout; viewed as
     (B, C, H, W) that layout is channels-last, so no layout copies are needed around the
     1x1 convs (plain matmuls) or the depth-wise conv.
     """
 
-    def __init__(self, embed_dim: int = 256, kernel_size: int = 5, offset_range: float = 4.0):
+    def __init__(self, embed_dim: int = 256, kernel_size: int = 5, offset_range: float = 4.0,
+                 amplitude: bool = False, groups: int = 1):
         super().__init__()
+        if groups < 1 or embed_dim % groups:
+            raise ValueError(f"offset groups must divide the width {embed_dim}, got {groups}")
         self.offset_range = float(offset_range)
+        self.amplitude, self.groups = amplitude, groups
         self.proj = nn.Linear(embed_dim, embed_dim)  # the 1x1 conv producing x*_p
         self.dwconv = nn.Conv2d(
             embed_dim, embed_dim, kernel_size, padding=kernel_size // 2, groups=embed_dim
         )
         self.norm = nn.LayerNorm(embed_dim)
-        self.offset = nn.Linear(embed_dim, 2)  # the 1x1 conv to (Δx, Δy)
+        self.offset = nn.Linear(embed_dim, groups * (3 if amplitude else 2))  # the 1x1 conv to (Δx, Δy[, z]) per group
         self._grids: Dict[Tuple, torch.Tensor] = {}
         self.reset_parameters()
 
@@ -58,14 +68,18 @@ class DeformableSamplingPlugin(nn.Module):
                 self._grids[key] = grid
         return grid
 
-    def compute_offsets(self, x_star: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """x_star: (B, h*w, C) -> Δp: (B, h, w, 2) in grid cells, (dx, dy)."""
+    def offset_head(self, x_star: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """x_star: (B, h*w, C) -> the offset conv's raw output (B, h, w, G * (2 or 3))."""
         b, _, c = x_star.shape
         spatial = x_star.view(b, h, w, c).permute(0, 3, 1, 2)  # channels-last view, no copy
         d = self.dwconv(spatial).permute(0, 2, 3, 1)  # (B, h, w, C)
         d = self.norm(d)
         d = F.gelu(d) if torch.is_grad_enabled() or is_tracing() else torch.ops.aten.gelu_(d)
-        return self.offset_range * torch.tanh(self.offset(d))
+        return self.offset(d)
+
+    def compute_offsets(self, x_star: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """x_star: (B, h*w, C) -> Δp: (B, h, w, 2) in grid cells, (dx, dy) (one group, no amplitude)."""
+        return self.offset_range * torch.tanh(self.offset_head(x_star, h, w))
 
     def sample(self, x: torch.Tensor, offsets: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """Bilinear sampling of x (B, h*w, C) at p + offsets (B, h, w, 2) -> (B, h*w, C).
@@ -98,8 +112,34 @@ class DeformableSamplingPlugin(nn.Module):
         )
         return out.view(b, n, c)
 
+    def sample_groups(self, x: torch.Tensor, offsets: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """x (B, h*w, C) sampled per channel group g at p + offsets[..., g, :] (B, h, w, G, 2)."""
+        b, n, c = x.shape
+        g = self.groups
+        xg = x.view(b, n, g, c // g).permute(0, 2, 1, 3).reshape(b * g, n, c // g)
+        og = offsets.permute(0, 3, 1, 2, 4).reshape(b * g, h, w, 2)
+        return self.sample(xg, og, h, w).view(b, g, n, c // g).permute(0, 2, 1, 3).reshape(b, n, c)
+
     def forward(self, x: torch.Tensor, h: int, w: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        """x: (B, h*w, C) image features x_p -> (x*_{p+Δp} (B, h*w, C), Δp (B, h, w, 2))."""
+        """x: (B, h*w, C) image features x_p -> (x*_{p+Δp} (B, h*w, C), Δp (B, h, w, 2), or
+        (B, h, w, G, 2) with G > 1 groups)."""
         x_star = self.proj(x)
-        offsets = self.compute_offsets(x_star, h, w)
-        return self.sample(x_star, offsets, h, w), offsets
+        if not self.amplitude and self.groups == 1:
+            offsets = self.compute_offsets(x_star, h, w)
+            return self.sample(x_star, offsets, h, w), offsets
+        raw = self.offset_head(x_star, h, w)
+        b, g = x.shape[0], self.groups
+        offsets = self.offset_range * torch.tanh(raw[..., :2 * g].reshape(b, h, w, g, 2))
+        if g == 1:
+            deformed = self.sample(x_star, offsets[..., 0, :], h, w)
+        else:
+            deformed = self.sample_groups(x_star, offsets, h, w)
+        if self.amplitude:  # m_p = 2 sigmoid(z_p), 1 at init; per group
+            m = 2 * torch.sigmoid(raw[..., 2 * g:]).reshape(b, h * w, g, 1)
+            c = x.shape[-1]
+            deformed = (deformed.view(b, h * w, g, c // g) * m).view(b, h * w, c)
+        return deformed, offsets if g > 1 else offsets[..., 0, :]
+
+    def resample(self, t: torch.Tensor, offsets: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """t (B, h*w, C) read where forward read: offsets (B, h, w, 2), or (B, h, w, G, 2) per group."""
+        return self.sample_groups(t, offsets, h, w) if offsets.dim() == 5 else self.sample(t, offsets, h, w)

@@ -1,9 +1,10 @@
 """Choices the paper leaves open, as one small config object."""
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Dict
+from typing import Any, Dict, Tuple
 
 ROUTING_TOKENS = ("mask", "iou", "mean")
+EXTRA_SITES = ("layer1", "final")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,14 @@ class PluginConfig:
         (the mean of all output tokens).
     routing_hidden: hidden width of the routing MLP.
     use_routing: False ablates the DRP: features are mixed with fixed α = (0.5, 0.5).
+    amplitude: the DSP also predicts a per-cell modulation m_p = 2 sigmoid(z_p) of the sampled
+        features ("locations and amplitudes"; m = 1 at init, so the untrained plugin is SAM).
+    offset_groups: G > 1 gives each of G channel groups its own offset (per-head offsets in the
+        manner of deformable attention; 8 groups of 32 channels for SAM's 8 heads).
+    extra_sites: further token-to-image attentions that get their own DSP + DRP, beyond the
+        paper's layer 2: "layer1" (decoder layer 1) and/or "final" (the final attention, whose
+        routing token is its own query).
+    All three extensions are off by default; each keeps the untrained plugin exactly SAM.
     """
 
     embed_dim: int = 256
@@ -32,19 +41,32 @@ class PluginConfig:
     routing_token: str = "mask"
     routing_hidden: int = 32
     use_routing: bool = True
+    amplitude: bool = False
+    offset_groups: int = 1
+    extra_sites: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "extra_sites", tuple(self.extra_sites))  # lists from JSON / plugin files
+        unknown = sorted(set(self.extra_sites) - set(EXTRA_SITES))
+        if unknown or len(set(self.extra_sites)) != len(self.extra_sites):
+            raise ValueError(f"extra_sites must be distinct names from {EXTRA_SITES}, got {list(self.extra_sites)}")
+        if self.offset_groups < 1 or self.embed_dim % self.offset_groups:
+            raise ValueError(f"offset_groups must divide embed_dim {self.embed_dim}, got {self.offset_groups}")
         if self.routing_token not in ROUTING_TOKENS:
             raise ValueError(
                 f"routing_token must be one of {ROUTING_TOKENS}, got {self.routing_token!r}"
             )
+        if self.routing_hidden < 1:
+            raise ValueError(f"routing_hidden must be >= 1, got {self.routing_hidden}")
         if self.offset_range <= 0:
             raise ValueError(f"offset_range must be > 0 grid cells, got {self.offset_range}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and >= 1, got {self.kernel_size}")
 
     def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+        values = asdict(self)
+        values["extra_sites"] = list(self.extra_sites)
+        return values
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "PluginConfig":

@@ -1,6 +1,7 @@
 """StableSam: a frozen SAM (any family, see `stablesam.backends`) with the DSP and DRP plugged
 into its decoder."""
 
+import functools
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -44,8 +45,13 @@ class StableSam(nn.Module):
         self.sam = sam
         self.sam.requires_grad_(False)
         c = self.config
-        self.dsp = DeformableSamplingPlugin(c.embed_dim, c.kernel_size, c.offset_range)
-        self.drp = DynamicRoutingPlugin(c.embed_dim, c.routing_hidden)
+        # The paper's site: layer 2's token-to-image attention ("dsp", "drp"); extra sites of
+        # config.extra_sites get their own pair ("dsp_layer1", "drp_final", ...).
+        for site in ("layer2",) + tuple(c.extra_sites):
+            suffix = "" if site == "layer2" else f"_{site}"
+            self.add_module("dsp" + suffix, DeformableSamplingPlugin(
+                c.embed_dim, c.kernel_size, c.offset_range, c.amplitude, c.offset_groups))
+            self.add_module("drp" + suffix, DynamicRoutingPlugin(c.embed_dim, c.routing_hidden))
         self.plugins_enabled = True
         self.last_alpha: Optional[torch.Tensor] = None  # (B, 2) of the last engaged call
         self.last_offsets: Optional[torch.Tensor] = None  # (B, h, w, 2), grid cells
@@ -56,15 +62,19 @@ class StableSam(nn.Module):
     # ----------------------------------------------------------------- hooks
     def _install_hooks(self) -> List[Any]:
         transformer = self.backend.transformer(self.sam)
-        layer2 = transformer.layers[1]
         self._tokens = self.backend.token_positions(self.sam)
-        return [
-            transformer.register_forward_pre_hook(self._keep_grid, with_kwargs=True),
-            getattr(layer2, self.backend.norm_name).register_forward_hook(self._keep_token),
-            layer2.cross_attn_token_to_image.register_forward_pre_hook(
-                self._swap_keys, with_kwargs=True
-            ),
-        ]
+        hooks = [transformer.register_forward_pre_hook(self._keep_grid, with_kwargs=True)]
+        for site in ("layer2",) + tuple(self.config.extra_sites):
+            if site == "final":
+                attention = transformer.final_attn_token_to_image
+            else:
+                layer = transformer.layers[0 if site == "layer1" else 1]
+                attention = layer.cross_attn_token_to_image
+                norm = getattr(layer, self.backend.norm_name)
+                hooks.append(norm.register_forward_hook(functools.partial(self._keep_token, site)))
+            hooks.append(attention.register_forward_pre_hook(functools.partial(self._swap_keys, site),
+                                                             with_kwargs=True))
+        return hooks
 
     def remove_hooks(self) -> None:
         """Detach from the Sam for good (the wrapper stops working)."""
@@ -84,45 +94,53 @@ class StableSam(nn.Module):
         # The transformer flattens the PE the same way, so this is bit-identical to its key_pe.
         self._state = {"hw": (h, w), "pe": image_pe.flatten(2).permute(0, 2, 1)}
 
-    def _keep_token(self, module: nn.Module, args: Tuple, output: torch.Tensor) -> None:
-        if not self.active:
-            return
+    def _routing_token(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The DRP's input t_o from the output tokens (B, n, C) (HF: (B, P, n, C))."""
         iou, mask, out_tokens = self._tokens
-        output = output.flatten(0, -3)  # (B, n, C); HF's (B, P, n, C) -> (B * P, n, C)
+        tokens = tokens.flatten(0, -3)  # HF's (B, P, n, C) -> (B * P, n, C)
         if self.config.routing_token == "iou":
-            token = output[:, iou]
-        elif self.config.routing_token == "mask":
-            token = output[:, mask]
-        else:
-            token = output[:, out_tokens].mean(dim=1)
-        self._state["token"] = token
+            return tokens[:, iou]
+        if self.config.routing_token == "mask":
+            return tokens[:, mask]
+        return tokens[:, out_tokens].mean(dim=1)
 
-    def _swap_keys(self, module: nn.Module, args: Tuple, kwargs: Dict) -> Optional[Tuple]:
+    def _keep_token(self, site: str, module: nn.Module, args: Tuple, output: torch.Tensor) -> None:
+        if self.active:
+            self._state["token_" + site] = self._routing_token(output)
+
+    def _swap_keys(self, site: str, module: nn.Module, args: Tuple, kwargs: Dict) -> Optional[Tuple]:
         if not self.active:
             return None
+        suffix = "" if site == "layer2" else f"_{site}"
+        dsp, drp = getattr(self, "dsp" + suffix), getattr(self, "drp" + suffix)
         h, w = self._state["hw"]
-        _, k_name, v_name = self.backend.attn_kwargs
+        q_name, k_name, v_name = self.backend.attn_kwargs
         shape = kwargs[v_name].shape  # (B, h*w, C); HF: (B * P, 1, h*w, C)
         pe, x = self._state["pe"], kwargs[v_name].reshape(-1, h * w, shape[-1])  # x = x_p
-        if self.config.use_routing:
-            alpha = self.drp(self._state["token"])
+        if self.config.use_routing:  # the final attention's token is its own query (with its PE)
+            token = self._routing_token(kwargs[q_name]) if site == "final" else self._state["token_" + site]
+            alpha = drp(token)
         else:
             alpha = x.new_full((x.shape[0], 2), 0.5)
         a1 = alpha[:, :1, None]
-        if torch.is_grad_enabled() or is_tracing():  # training, or ONNX export: out of place
-            deformed, offsets = self.dsp(x, h, w)
+        plain = dsp.groups == 1 and not dsp.amplitude
+        if torch.is_grad_enabled() or is_tracing() or not plain:  # training, ONNX export, options: out of place
+            deformed, offsets = dsp(x, h, w)
             mixed = torch.lerp(x, deformed, a1)  # α1·x* + α2·x with α2 = 1 - α1
             if self.config.sampled_pe:
-                pe = torch.lerp(pe, self.dsp.sample(pe, offsets, h, w), a1)
+                pe = torch.lerp(pe, dsp.resample(pe, offsets, h, w), a1)
             k, v = mixed + pe, mixed
+            if offsets.dim() == 5:  # per-group offsets: their mean is what is shown
+                offsets = offsets.mean(dim=3)
         else:
             k_in = kwargs[k_name]
             k_out = k_in.view(x.shape) if k_in.is_contiguous() else torch.empty_like(x)
-            k, v, offsets = self._mix_in_chunks(x, pe, a1, k_out, h, w)
-        self.last_alpha, self.last_offsets = alpha.detach(), offsets.detach()
+            k, v, offsets = self._mix_in_chunks(dsp, x, pe, a1, k_out, h, w)
+        if site == "layer2":
+            self.last_alpha, self.last_offsets = alpha.detach(), offsets.detach()
         return args, {**kwargs, k_name: k.view(shape), v_name: v.view(shape)}
 
-    def _mix_in_chunks(self, x, pe, a1, k_out, h, w):
+    def _mix_in_chunks(self, dsp, x, pe, a1, k_out, h, w):
         """The same computation for inference, a few prompts at a time.
 
         Each chunk's intermediates (about 4 MB) stay cached by the allocator and the CPU,
@@ -135,10 +153,10 @@ class StableSam(nn.Module):
         step = max(1, CHUNK_ELEMENTS // (n * c))
         for i in range(0, b, step):
             s = slice(i, i + step)
-            deformed, offsets[s] = self.dsp(x[s], h, w)
+            deformed, offsets[s] = dsp(x[s], h, w)
             pe_s = pe[s]
             if self.config.sampled_pe:
-                pe_s = torch.lerp(pe_s, self.dsp.sample(pe_s, offsets[s], h, w), a1[s])
+                pe_s = torch.lerp(pe_s, dsp.sample(pe_s, offsets[s], h, w), a1[s])
             torch.lerp(x[s], deformed, a1[s], out=v_out[s])
             torch.add(v_out[s], pe_s, out=k_out[s])
         return k_out, v_out, offsets
@@ -191,7 +209,8 @@ class StableSam(nn.Module):
         return self.backend.family
 
     def plugin_modules(self) -> Dict[str, nn.Module]:
-        return {"dsp": self.dsp, "drp": self.drp}
+        """{"dsp": ..., "drp": ...} for layer 2, plus "dsp_<site>", "drp_<site>" for extra sites."""
+        return {name: module for name, module in self.named_children() if name.split("_")[0] in ("dsp", "drp")}
 
     def plugin_parameters(self) -> Iterator[nn.Parameter]:
         for module in self.plugin_modules().values():
