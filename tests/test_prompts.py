@@ -182,3 +182,33 @@ def test_noisy_points_stay_within_their_range_and_the_image():
     assert shift[:, 1, 0].max() > 8  # the noise uses its range (unclipped click, bound 10)
     assert np.array_equal(noisy_points(pts, 0.0, np.array([40.0, 20.0]), 3, np.random.default_rng(1), (48, 64)),
                           np.broadcast_to(pts, (3, 2, 2)))
+
+
+def test_part_points_stay_on_one_part_of_the_object():
+    from stablesam.prompts import part_points
+
+    mask = np.zeros((40, 200), bool)
+    mask[10:30, 10:190] = True  # a long bar: a part is a short stretch of it
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        pts = part_points(mask, 4, rng)
+        assert pts.shape == (1, 4, 2) and mask[pts[0, :, 1].astype(int), pts[0, :, 0].astype(int)].all()
+        assert np.ptp(pts[0, :, 0]) <= 0.3 * 180  # within about a quarter of the bar
+        assert len({tuple(p) for p in pts[0]}) == 4
+
+
+def test_rts_mixture_settings_parse_and_part_clicks_keep_the_default_stream():
+    from stablesam.rts import RtsMixture, sample_rts_prompt
+
+    m = RtsMixture.parse("noisy-box=0.6,points=0.4,max-noise=0.8,max-points=3,part-clicks=0.5")
+    assert (m.noisy_box, m.points, m.gt_box, m.max_noise, m.max_points, m.part_clicks) == (0.6, 0.4, 0.0, 0.8, 3, 0.5)
+    with pytest.raises(ValueError, match="max-points"):
+        RtsMixture.parse("points=1,max-points=2.5")
+    with pytest.raises(ValueError, match="part_clicks"):
+        RtsMixture(part_clicks=1.5)
+    mask = np.zeros((50, 60), bool)
+    mask[10:40, 5:55] = True
+    a = [sample_rts_prompt(mask, RtsMixture(), np.random.default_rng(i)) for i in range(30)]
+    b = [sample_rts_prompt(mask, RtsMixture(part_clicks=0.0), np.random.default_rng(i)) for i in range(30)]
+    for (ka, pa), (kb, pb) in zip(a, b):
+        assert ka == kb and (pa.point_coords is None or np.array_equal(pa.point_coords, pb.point_coords))

@@ -229,6 +229,21 @@ def sample_points(mask: np.ndarray, k: int, n: int, rng: np.random.Generator) ->
     return np.stack([cols, rows], axis=-1).astype(np.float64)
 
 
+def part_points(mask: np.ndarray, k: int, rng: np.random.Generator, share: float = 0.25) -> np.ndarray:
+    """One set of k foreground clicks (1, k, 2) on one part of the object: an anchor pixel drawn
+    uniformly, then k distinct clicks among the `share` of the object's pixels nearest to it.
+    The ambiguous clicks of Stable-SAM's RTS (a click on a part, supervised with the whole object)."""
+    idx = np.flatnonzero(np.asarray(mask))
+    if len(idx) == 0:
+        raise ValueError("cannot sample points from an empty mask")
+    rows, cols = np.divmod(idx, mask.shape[1])
+    a = rng.integers(len(idx))
+    near = np.argsort((rows - rows[a]) ** 2 + (cols - cols[a]) ** 2, kind="stable")
+    pool = near[: max(k, int(np.ceil(share * len(idx))))]
+    picks = rng.choice(pool, size=k, replace=len(pool) < k)
+    return np.stack([cols[picks], rows[picks]], axis=-1)[None].astype(np.float64)
+
+
 def point_labels(n: int, k: int) -> np.ndarray:
     """(n, k) int64 labels, all 1 (foreground)."""
     return np.ones((n, k), dtype=np.int64)

@@ -14,7 +14,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from .prompts import Prompts, mask_to_box, noisy_boxes, point_labels, sample_points
+from .prompts import Prompts, mask_to_box, noisy_boxes, part_points, point_labels, sample_points
 
 KINDS = ("gt-box", "noisy-box", "points", "box+points")
 
@@ -27,6 +27,7 @@ class RtsMixture:
     box_points: float = 0.15
     max_noise: float = 0.5  # noisy-box scale drawn from U(0, max_noise]
     max_points: int = 5  # clicks drawn from 1..max_points
+    part_clicks: float = 0.0  # share of click sets drawn on one part of the object (`part_points`)
 
     def __post_init__(self) -> None:
         rates = self.rates()
@@ -37,6 +38,8 @@ class RtsMixture:
             raise ValueError(f"RTS rates must be >= 0 with a positive sum, got {rates}")
         if self.max_noise < 0 or self.max_points < 1:
             raise ValueError("RTS needs max_noise >= 0 and max_points >= 1")
+        if not (math.isfinite(self.part_clicks) and 0 <= self.part_clicks <= 1):
+            raise ValueError(f"RTS part_clicks must be in [0, 1], got {self.part_clicks}")
 
     def rates(self) -> Dict[str, float]:
         """Normalised rate of each prompt kind."""
@@ -49,17 +52,24 @@ class RtsMixture:
 
     @classmethod
     def parse(cls, text: str) -> "RtsMixture":
-        """'gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15' (missing kinds get 0)."""
+        """'gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15' (missing kinds get 0), plus
+        optional 'max-noise=S', 'max-points=K' and 'part-clicks=P' (defaults as above)."""
         names = dict(zip(KINDS, ("gt_box", "noisy_box", "points", "box_points")))
+        settings = {"max-noise": "max_noise", "max-points": "max_points", "part-clicks": "part_clicks"}
         values = {v: 0.0 for v in names.values()}
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, _, value = part.partition("=")
-            if key not in names:
-                raise ValueError(f"unknown RTS prompt kind {key!r}; accepted: {', '.join(KINDS)}")
+            if key not in names and key not in settings:
+                raise ValueError(f"unknown RTS prompt kind {key!r}; accepted: {', '.join(KINDS + tuple(settings))}")
             try:
-                values[names[key]] = float(value)
+                number = float(value)
             except ValueError:
-                raise ValueError(f"bad rate {value!r} for {key!r} in {text!r}") from None
+                raise ValueError(f"bad value {value!r} for {key!r} in {text!r}") from None
+            if key == "max-points":
+                if not number.is_integer():
+                    raise ValueError(f"max-points must be a whole number, got {value!r}")
+                number = int(number)
+            values[names.get(key) or settings[key]] = number
         return cls(**values)
 
 
@@ -79,7 +89,10 @@ def sample_rts_prompt(mask: np.ndarray, mixture: RtsMixture, rng: np.random.Gene
         if kind == "noisy-box":
             return kind, Prompts(boxes=box)
     k = int(rng.integers(1, mixture.max_points + 1))
-    coords = sample_points(mask, k, 1, rng)
+    if mixture.part_clicks > 0 and rng.random() < mixture.part_clicks:  # no extra draw when off
+        coords = part_points(mask, k, rng)
+    else:
+        coords = sample_points(mask, k, 1, rng)
     if kind == "points":
         return kind, Prompts(point_coords=coords, point_labels=point_labels(1, k))
     return kind, Prompts(boxes=box, point_coords=coords, point_labels=point_labels(1, k))
