@@ -8,15 +8,7 @@ from conftest import perturb_plugins
 from stablesam import PluginConfig, StableSam, StableSamPredictor
 from stablesam.modeling import DeformableSamplingPlugin
 
-PROMPTS = {
-    "box": dict(box=np.array([40.0, 25.0, 140.0, 95.0])),
-    "points": dict(point_coords=np.array([[90.0, 60.0], [20.0, 10.0]]), point_labels=np.array([1, 0])),
-    "box+points": dict(
-        box=np.array([40.0, 25.0, 140.0, 95.0]),
-        point_coords=np.array([[90.0, 60.0]]),
-        point_labels=np.array([1]),
-    ),
-}
+from families import PROMPTS  # noqa: E402  (the prompts every family's identity test uses)
 
 
 CONFIGS = {
