@@ -30,7 +30,7 @@ if [ "$STAGE" = all ] || [ "$STAGE" = base ]; then
   INIT_ARGS=()
   if [ -n "${INIT:-}" ] && [ ! -f "$RUN/base/checkpoint.pt" ]; then INIT_ARGS=(--init "$INIT"); fi
   "$PY" scripts/train_tiny_sam.py --data-root "$DATA" --out "$RUN/base" --resume --seed 0 --arch "$ARCH" \
-    --total-steps 7000 --warmup-steps 200 --batch-size 8 --prompts-per-image 2 --threads 1 \
+    --total-steps 7000 --warmup-steps 200 --batch-size 8 --prompts-per-image 2 --threads "${THREADS:-1}" \
     --export "$RUN/tiny_sam.pt" --export-dtype float16 --eval-val 150 --eval-minutes 45 \
     --minutes "${MINUTES:-120}" "${INIT_ARGS[@]}"
   step=$("$PY" -c "import torch; print(torch.load('$RUN/tiny_sam.pt', weights_only=True)['meta']['steps'])")

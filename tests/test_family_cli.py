@@ -102,20 +102,24 @@ def test_eval_and_cache_per_family(tmp_path, capsys):
     assert len(list(cache.rglob("*.pt"))) == 2  # one entry per image, shared by both models
 
 
-def test_demo_engine_with_a_transformers_model(tmp_path):
-    """The demo's engine (upload, encode, both models on one prompt) on a transformers SamModel
+@pytest.mark.parametrize("family,grid", [("hq", (64, 64)), ("sam2", (64, 64)), ("hf", (16, 16))])
+def test_demo_engine_each_family(family, grid, tmp_path):
+    """The demo's engine (upload, encode, both models on one prompt) on each family's model
     with its plugin."""
     from stablesam.demo.engine import DemoEngine, Prompt
     from stablesam.models import build_model, parse_model_spec
 
-    _, stable = family_files(tmp_path, "hf")
+    _, stable = family_files(tmp_path, family)
     engine = DemoEngine(build_model(parse_model_spec(stable), "cpu"))
     buf = io.BytesIO()
     Image.fromarray(IMAGE).save(buf, format="PNG")
     item, _ = engine.add_image(buf.getvalue(), "im.png", 10_000_000, 10_000_000)
     out = engine.predict(item, Prompt(np.array([10.0, 5.0, 60.0, 50.0]), np.zeros((0, 2)), np.zeros(0, int)))
     assert set(out) >= {"sam", "stable_sam"} and len(out["stable_sam"]["alpha"]) == 2
-    assert engine.grid == (16, 16)
+    assert engine.grid == grid
+    wobble = engine.wobble(item, Prompt(np.array([10.0, 5.0, 60.0, 50.0]), np.zeros((0, 2)), np.zeros(0, int)),
+                           k=3, scale=0.2, seed=0)
+    assert 0.0 <= wobble["stable_sam"]["stability"] <= 1.0 and len(wobble["prompts"]["boxes"]) == 3
 
 
 def test_sam2_train_sigkill_and_resume_equals_uninterrupted(tmp_path):
@@ -151,6 +155,31 @@ def test_sam2_train_sigkill_and_resume_equals_uninterrupted(tmp_path):
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
     assert losses(out) == pytest.approx(losses(tmp_path / "full"), abs=1e-6)
+
+
+def test_sam2_torchrun_two_processes_equal_one(tmp_path):
+    """Plugin training of a SAM 2.1 under torchrun (2 processes) equals one process."""
+    base, _ = family_files(tmp_path, "sam2")
+    data = make_folder(tmp_path / "toy", n=2)
+
+    def args(out):
+        return ["train", "--data", str(data), "--model", base, "--out", str(out), "--steps", "4",
+                "--batch-size", "4", "--lr", "3e-3", "--cache", str(tmp_path / "cache"), "--device", "cpu"]
+
+    one = run(args(tmp_path / "one"), timeout=600)
+    assert one.returncode == 0, one.stderr
+    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29518",
+                "-m", "stablesam", *args(tmp_path / "two")]
+    two = subprocess.run(torchrun, env=env, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "2 process(es)" in two.stdout
+    a = read_plugin(tmp_path / "one" / "plugin.pt")
+    b = read_plugin(tmp_path / "two" / "plugin.pt")
+    assert b["base"]["family"] == "sam2"
+    for k in a["state_dict"]:
+        assert torch.allclose(a["state_dict"][k], b["state_dict"][k], atol=1e-5, rtol=1e-4), k
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-4)
 
 
 @pytest.mark.parametrize("family", ["hq", "hf"])

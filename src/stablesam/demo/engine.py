@@ -221,7 +221,7 @@ class DemoEngine:
         shrink = min(1.0, math.sqrt(WOBBLE_PIXELS / (item.width * item.height)))
         size = (max(2, round(item.height * shrink)), max(2, round(item.width * shrink)))
         fx, fy = size[1] / item.width, size[0] / item.height
-        embedding = Embedding(item.embedding.features, item.embedding.input_size, size)
+        embedding = Embedding(item.embedding.features, item.embedding.input_size, size, item.embedding.extras)
         work_boxes = None if boxes is None else boxes * [fx, fy, fx, fy]
         work_coords = None if coords is None else coords * [fx, fy]
         results, decoder_ms = self._both(embedding, work_boxes, work_coords, labels)
