@@ -1,7 +1,6 @@
 """Reading official SAM checkpoints, plugin files, and `load_model`."""
 
 import hashlib
-import io
 import os
 import pickle
 import tempfile

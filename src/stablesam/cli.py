@@ -132,7 +132,6 @@ def open_datasets(args: argparse.Namespace) -> list:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import json
     import platform
     import shlex
     from pathlib import Path
@@ -379,17 +378,14 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .models import SpecError, build_model, parse_model_spec
+    from .models import SpecError, build_sam_for
 
     limits = {k: v for k, v in (("max_bytes", args.max_bytes), ("max_pixels", args.max_pixels),
                                 ("max_images", args.max_images)) if v is not None}
     if any(v < 1 for v in limits.values()):
         raise UsageError("--max-bytes, --max-pixels and --max-images must be positive")
     try:
-        spec = parse_model_spec(args.model)
-        if spec.base == "grabcut":
-            raise SpecError("grabcut is a benchmark peer; the demo needs a SAM with a plugin")
-        model = build_model(spec, args.device, args.force)
+        spec, model = build_sam_for("demo", args.model, args.device, args.force)
     except SpecError as e:
         raise UsageError(str(e).splitlines()[0]) from None
     if not model.plugins_enabled:

@@ -108,7 +108,7 @@ def run_everything(args: argparse.Namespace) -> int:
     import torch
 
     from .automatic import StableSamAutomaticMaskGenerator
-    from .models import SpecError, build_model, parse_model_spec
+    from .models import SpecError, build_sam_for
     from .predictor import CPU_MAX_BATCH
 
     check_options(args)
@@ -117,13 +117,8 @@ def run_everything(args: argparse.Namespace) -> int:
     check_folder(out, image_path)
     image = load_image(image_path, max_pixels=args.max_pixels)
     try:
-        spec = parse_model_spec(args.model)
-        if spec.base == "grabcut":
-            raise SpecError("grabcut is a benchmark peer (stablesam eval); segment takes a SAM model SPEC")
-        model = build_model(spec, args.device, args.force).eval()
-        if model.family != "sam1":
-            raise SpecError(f"--everything runs segment_anything's automatic mask generator: SAM 1 SPECs only, "
-                            f"{spec.text!r} is a {model.family} model")
+        spec, model = build_sam_for("segment --everything", args.model, args.device, args.force, ("sam1",))
+        model.eval()
     except SpecError as e:
         raise InputError(str(e)) from None
     iou_default, stability_default = default_thresholds(spec.base)

@@ -5,7 +5,7 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Set
+from typing import Optional, Set, Tuple
 
 import cv2
 import numpy as np
@@ -233,6 +233,20 @@ def build_model(spec: ModelSpec, device: Optional[str] = None, force: bool = Fal
         return wrap_sam(sam, plugin, force)
     except CheckpointError as e:
         raise SpecError(f"model SPEC {spec.text!r}: {e}") from None
+
+
+def build_sam_for(command: str, text: str, device: Optional[str] = None, force: bool = False,
+                  families: Optional[Tuple[str, ...]] = None) -> Tuple[ModelSpec, StableSam]:
+    """(spec, model) for a command that needs a SAM: a grabcut SPEC, or a family outside
+    `families` (e.g. ("sam1",) for what only segment_anything provides), is a SpecError."""
+    spec = parse_model_spec(text)
+    if spec.base == "grabcut":
+        raise SpecError(f"grabcut is a benchmark peer (stablesam eval); {command} takes a SAM model SPEC")
+    model = build_model(spec, device, force)
+    if families is not None and model.family not in families:
+        raise SpecError(f"{command} supports {', '.join(families)} models only; {spec.text!r} is a "
+                        f"{model.family} model")
+    return spec, model
 
 
 def build_segmenter(

@@ -174,7 +174,7 @@ def export_onnx(model: StableSam, out: Path, opset: int = DEFAULT_OPSET, plugins
 def run_export_onnx(args) -> int:
     """`stablesam export-onnx` with its parsed arguments; bad input raises InputError (exit 2),
     a file that fails `--verify` returns 1."""
-    from .models import SpecError, build_model, parse_model_spec
+    from .models import SpecError, build_sam_for
 
     out = Path(args.out)
     if out.suffix.lower() != ".onnx":
@@ -190,13 +190,9 @@ def run_export_onnx(args) -> int:
     if args.verify or args.quantize:
         require("onnxruntime")
     try:
-        spec = parse_model_spec(args.model)
-        if spec.base == "grabcut":
-            raise SpecError("grabcut is a benchmark peer; export-onnx takes a SAM model SPEC")
-        model = build_model(spec, "cpu", args.force).eval()
-        if model.family != "sam1":
-            raise SpecError(f"export-onnx writes segment_anything's SamOnnxModel contract: SAM 1 SPECs only, "
-                            f"{spec.text!r} is a {model.family} model")
+        spec, model = build_sam_for("export-onnx (segment_anything's SamOnnxModel contract)", args.model, "cpu",
+                                    args.force, ("sam1",))
+        model.eval()
     except SpecError as e:
         raise InputError(str(e)) from None
     if args.plugins == "on" and not model.plugins_enabled:

@@ -116,7 +116,7 @@ def write_image(path: Path, array: np.ndarray) -> None:
 
 def run_segment(args: argparse.Namespace) -> int:
     """`stablesam segment` with its parsed arguments: print the scores, write the mask (and overlay)."""
-    from .models import SpecError, build_model, parse_model_spec
+    from .models import SpecError, build_sam_for
     from .predictor import StableSamPredictor
 
     if getattr(args, "everything", False):
@@ -136,10 +136,7 @@ def run_segment(args: argparse.Namespace) -> int:
     if box is None and not clicks:
         raise InputError("no prompt: give --box x0,y0,x1,y1 and/or --point x,y[,label]")
     try:
-        spec = parse_model_spec(args.model)
-        if spec.base == "grabcut":
-            raise SpecError("grabcut is a benchmark peer (stablesam eval); segment takes a SAM model SPEC")
-        model = build_model(spec, args.device, args.force)
+        spec, model = build_sam_for("segment", args.model, args.device, args.force)
     except SpecError as e:
         raise InputError(str(e)) from None
     points = np.array([c for c, _ in clicks], float) if clicks else None

@@ -2,7 +2,6 @@
 
 from typing import Any, Tuple
 
-import numpy as np
 import torch
 from segment_anything_hq import SamPredictor as HqSamPredictor
 
