@@ -6,6 +6,10 @@ replaced by a `StableSamPredictor`, whose decoder calls run with the plugins eng
 `model.plugins_enabled`. The image encoder runs once per image (crop); each batch of
 `points_per_batch` grid points then goes through the prompt encoder and mask decoder only.
 With the plugins off it computes exactly what SamAutomaticMaskGenerator computes on the Sam.
+
+For HQ-SAM and SAM 2 / 2.1 the same is done with their packages' own generators
+(`stablesam.backends.hq_automatic`, `sam2_automatic`); `StableSamAutomaticMaskGenerator(model)`
+returns the one for the model's family.
 """
 
 from typing import Any, Optional
@@ -18,21 +22,29 @@ from .modeling import StableSam
 from .predictor import StableSamPredictor
 
 
-class CachedEmbeddingPredictor(StableSamPredictor):
-    """A StableSamPredictor whose `set_image` takes the embedding from an `EmbeddingCache`, so
-    SAM and Stable-SAM (or two point grids) on one image share one encoder run."""
+class CachedImageMixin:
+    """Put first in a family's Stable predictor's bases: `set_image` then takes the embedding
+    from `self.cache` (an `EmbeddingCache`), so SAM and Stable-SAM (or two point grids) on one
+    image share one encoder run."""
 
-    def __init__(self, model: StableSam, cache: EmbeddingCache) -> None:
-        super().__init__(model)
-        self.cache = cache
+    cache: EmbeddingCache
+    stable: StableSam
 
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """image: (H, W, 3) uint8 in `image_format` (RGB or BGR), as SamPredictor.set_image."""
         if image_format not in ("RGB", "BGR"):
             raise ValueError(f"image_format must be RGB or BGR, got {image_format!r}")
-        if image_format != self.model.image_format:
+        if image_format != getattr(self.stable.sam, "image_format", "RGB"):
             image = image[..., ::-1]
-        self.set_embedding(self.cache.get(self.model, np.ascontiguousarray(image)))
+        self.set_embedding(self.cache.get(self.stable.sam, np.ascontiguousarray(image)))
+
+
+class CachedEmbeddingPredictor(CachedImageMixin, StableSamPredictor):
+    """A StableSamPredictor (SAM 1) whose images come from an `EmbeddingCache`."""
+
+    def __init__(self, model: StableSam, cache: EmbeddingCache) -> None:
+        super().__init__(model)
+        self.cache = cache
 
 
 class StableSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):
@@ -43,7 +55,17 @@ class StableSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):
 
     embedding_cache: optional `stablesam.cache.EmbeddingCache`; image embeddings then come from
     it (and are computed once per image and crop across generators sharing the cache).
+
+    For an HQ-SAM or SAM 2 StableSam this returns that family's generator (the package's own
+    generator with the family's Stable predictor; SAM 2's takes SAM2AutomaticMaskGenerator's
+    arguments). Hugging Face models have none (transformers' mask-generation pipeline is a
+    different API).
     """
+
+    def __new__(cls, model: StableSam, *args: Any, **kwargs: Any):
+        if cls is StableSamAutomaticMaskGenerator and isinstance(model, StableSam) and model.family != "sam1":
+            return model.backend.automatic_generator()(model, *args, **kwargs)
+        return super().__new__(cls)
 
     def __init__(self, model: StableSam, *args: Any, embedding_cache: Optional[EmbeddingCache] = None,
                  **kwargs: Any) -> None:
@@ -52,9 +74,6 @@ class StableSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):
                 f"StableSamAutomaticMaskGenerator takes a StableSam, got {type(model).__name__}; "
                 "wrap a Sam with stablesam.StableSam(sam) (or use SamAutomaticMaskGenerator for plain SAM)"
             )
-        if model.family != "sam1":
-            raise TypeError(f"StableSamAutomaticMaskGenerator runs segment_anything's generator: SAM 1 only, "
-                            f"not a {model.family} model")
         super().__init__(model.sam, *args, **kwargs)
         self.stable = model
         if embedding_cache is None:

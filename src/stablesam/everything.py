@@ -117,7 +117,7 @@ def run_everything(args: argparse.Namespace) -> int:
     check_folder(out, image_path)
     image = load_image(image_path, max_pixels=args.max_pixels)
     try:
-        spec, model = build_sam_for("segment --everything", args.model, args.device, args.force, ("sam1",))
+        spec, model = build_sam_for("segment --everything", args.model, args.device, args.force, ("sam1", "hq", "sam2"))
         model.eval()
     except SpecError as e:
         raise InputError(str(e)) from None

@@ -127,6 +127,10 @@ class Backend:
         """The family's Stable predictor for a StableSam `model`."""
         raise NotImplementedError
 
+    def automatic_generator(self) -> type:
+        """The family's "segment everything" class (a StableSamAutomaticMaskGenerator kind)."""
+        raise TypeError(f"automatic masks (segment --everything) are not available for {self.title} models")
+
     # -------------------------------------------------------------- loading
     def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
         """The family's model `variant` with the official weights at `path`, in eval mode."""

@@ -59,6 +59,11 @@ class HqBackend(Backend):
 
         return StableHqPredictor(model, hq_token_only=hq_token_only)
 
+    def automatic_generator(self) -> type:
+        from .hq_automatic import StableHqAutomaticMaskGenerator
+
+        return StableHqAutomaticMaskGenerator
+
     def build(self, variant: str) -> nn.Module:
         """A random-init HQ-SAM from the package's own builder (`hq_vit_b|l|h|tiny`)."""
         require("hq")

@@ -134,6 +134,11 @@ class Sam2Backend(Backend):
 
         return StableSam2Predictor(model, **kwargs)
 
+    def automatic_generator(self) -> type:
+        from .sam2_automatic import StableSam2AutomaticMaskGenerator
+
+        return StableSam2AutomaticMaskGenerator
+
     def build(self, variant: str, image_size: Optional[int] = None) -> nn.Module:
         """A random-init SAM 2 from the package's own config for `variant` (eval mode, CPU);
         image_size overrides the config's 1024 (a multiple of 64; smaller is faster)."""
