@@ -33,6 +33,22 @@ class Embedding:
         return Embedding(self.features.to(device), self.input_size, self.original_size, extras)
 
 
+def decode_sam_style(model: nn.Module, points: Optional[Tuple[torch.Tensor, torch.Tensor]],
+                     boxes: Optional[torch.Tensor], mask_input: Optional[torch.Tensor], features: torch.Tensor,
+                     multimask_output: bool, **decoder_options: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Meta's `Sam.forward` decode step for one image's B prompts: prompt encoder, then the mask
+    decoder (SAM 1, and HQ-SAM with its extra `decoder_options`) -> (low-res logits, IoU scores)."""
+    sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
+    return model.mask_decoder(
+        image_embeddings=features,
+        image_pe=model.prompt_encoder.get_dense_pe(),
+        sparse_prompt_embeddings=sparse,
+        dense_prompt_embeddings=dense,
+        multimask_output=multimask_output,
+        **decoder_options,
+    )
+
+
 class Backend:
     """One SAM family. Subclasses fill in the family-specific parts.
 

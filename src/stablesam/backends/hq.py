@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from . import require
-from .base import Backend, Embedding
+from .base import Backend, Embedding, decode_sam_style
 
 VARIANTS = {"hq_vit_b": "vit_b", "hq_vit_l": "vit_l", "hq_vit_h": "vit_h", "hq_vit_tiny": "vit_tiny"}
 
@@ -43,16 +43,8 @@ class HqBackend(Backend):
                hq_token_only: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
         """HQ-SAM's decoder returns one mask (M = 1) either way: SAM's (best of 3 with
         multimask_output) plus the HQ mask, or the HQ mask alone with hq_token_only."""
-        sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        return model.mask_decoder(
-            image_embeddings=features,
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-            hq_token_only=hq_token_only,
-            interm_embeddings=extras["interm"],
-        )
+        return decode_sam_style(model, points, boxes, mask_input, features, multimask_output,
+                                hq_token_only=hq_token_only, interm_embeddings=extras["interm"])
 
     def predictor(self, model: Any, hq_token_only: bool = False) -> Any:
         from .hq_predictor import StableHqPredictor

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .base import Backend, Embedding
+from .base import Backend, Embedding, decode_sam_style
 
 
 class Sam1Backend(Backend):
@@ -41,14 +41,7 @@ class Sam1Backend(Backend):
     def decode(self, model: nn.Module, features: torch.Tensor, extras: Dict[str, List[torch.Tensor]],
                points: Optional[Tuple[torch.Tensor, torch.Tensor]], boxes: Optional[torch.Tensor],
                mask_input: Optional[torch.Tensor], multimask_output: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-        sparse, dense = model.prompt_encoder(points=points, boxes=boxes, masks=mask_input)
-        return model.mask_decoder(
-            image_embeddings=features,
-            image_pe=model.prompt_encoder.get_dense_pe(),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask_output,
-        )
+        return decode_sam_style(model, points, boxes, mask_input, features, multimask_output)
 
     def predictor(self, model: Any) -> Any:
         from ..predictor import StableSamPredictor
