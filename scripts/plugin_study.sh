@@ -7,7 +7,8 @@
 # object). Resumable: a finished variant is skipped, an interrupted one continues (--resume).
 #
 #   STUDY="length rts offsets routing extensions dt" scripts/plugin_study.sh
-#   python scripts/summarize_results.py runs/study/eval_*      # one table per metric
+#   python scripts/study_table.py runs/study --out docs/results/plugin_study.md   # the study table
+#   python scripts/summarize_results.py runs/study/eval_*      # every metric, model by model
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SAM=${SAM:-.venv/bin/stablesam}
@@ -16,8 +17,8 @@ RUN=${RUN:-runs/study}
 BASE=${BASE:-tiny-sam}
 EPOCHS=${EPOCHS:-4}
 SETS=("$D/davis345" "$D/coco_mval" "$D/weizmann_horse" "$D/ecssd" "$D/oxford_pets")
-TRAIN=(--data "${SETS[@]}" --split splits/train.txt --batch-size 8 --lr 1e-3 --seed 0 --device cpu)
-VAL=(--data "${SETS[@]}" --split splits/val.txt --seed 0 --device cpu --samples 20
+TRAIN=(--data "${SETS[@]}" --split "${TRAIN_SPLIT:-splits/train.txt}" --batch-size 8 --lr 1e-3 --seed 0 --device cpu)
+VAL=(--data "${SETS[@]}" --split "${VAL_SPLIT:-splits/val.txt}" --seed 0 --device cpu --samples 20
      --prompts gt-box,noisy-box@0.2,noisy-box@0.4,points@1,points@3 --explain 4)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$RUN"

@@ -38,7 +38,9 @@ def read_objects(folders, labels):
                 objects.append({"model": labels.get(row["model"], row["model"]), "dataset": POOLED,
                                 "object": f"{row['dataset']}/{row['object']}", "prompt": row["prompt"],
                                 "iou": float(row["iou"]), "biou": float(row["biou"]),
-                                "stability": float(row["stability"]) if row["stability"] else None})
+                                "stability": float(row["stability"]) if row["stability"] else None,
+                                "attention_inside": float(row["attention_inside"])
+                                if row.get("attention_inside") else None})
     return objects
 
 

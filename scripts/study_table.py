@@ -1,0 +1,97 @@
+#!/usr/bin/env python
+"""The plugin study's table (issue 12): every variant of scripts/plugin_study.sh against the
+base, pooled over all validation objects, with the issue's target quantities.
+
+    python scripts/study_table.py runs/study [--out docs/results/plugin_study.md]
+
+Columns: mIoU per prompt type and its mean over the five types; Δ gt-box (points); the share
+of the base's gt-box -> noisy-box@0.4 mIoU gap that the variant closes; stability per noisy
+prompt type (a ✓ when it beats the base on all four); the mask token's layer-2 attention mass
+inside the object under noisy-box@0.4; trainable parameters and training minutes (embedding
+excluded: it is cached once for the whole study).
+"""
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from summarize_results import POOLED, REPO, read_objects  # noqa: E402
+
+sys.path.insert(0, str(REPO / "src"))
+from stablesam.evaluation import aggregate  # noqa: E402
+from stablesam.reports import write_text  # noqa: E402
+
+PROMPTS = ["gt-box", "noisy-box@0.2", "noisy-box@0.4", "points@1", "points@3"]
+NOISY = PROMPTS[1:]
+
+
+def pooled(folder: Path) -> dict:
+    """{prompt: aggregate row} for the one model of an eval folder, all datasets pooled."""
+    objects = read_objects([folder], {})
+    models = list(dict.fromkeys(o["model"] for o in objects))
+    if len(models) != 1:
+        sys.exit(f"{folder}: expected one model, found {models}")
+    return {r["prompt"]: r for r in aggregate(objects, models, [POOLED], PROMPTS)}
+
+
+def training(run: Path) -> tuple:
+    """(trainable parameters, training minutes) of a variant's folder, (None, None) if absent."""
+    for name in ("plugin.pt", "decoder.pt"):
+        if (run / name).is_file():
+            state = torch.load(run / name, map_location="cpu", weights_only=True)["state_dict"]
+            params = sum(v.numel() for v in state.values() if v.is_floating_point())
+            with open(run / "log.csv", newline="") as f:
+                rows = list(csv.DictReader(f))
+            return params, float(rows[-1]["seconds"]) / 60 if rows else None
+    return None, None
+
+
+def table(study: Path) -> str:
+    base = pooled(study / "eval_base")
+    gap = base["gt-box"]["mIoU"] - base["noisy-box@0.4"]["mIoU"]
+    head = ("| variant | " + " | ".join(PROMPTS) + " | mean | Δ gt-box | gap closed | stability "
+            + " / ".join(p.replace("noisy-box", "nb") for p in NOISY)
+            + " | attention inside (nb@0.4) | params | train min |")
+    lines = [head, "|" + "---|" * (len(PROMPTS) + 8)]
+    for folder in sorted(study.glob("eval_*")):
+        name = folder.name[len("eval_"):]
+        rows = pooled(folder)
+        if set(rows) != set(PROMPTS):
+            continue
+        miou = [rows[p]["mIoU"] for p in PROMPTS]
+        stab = [rows[p]["stability"] for p in NOISY]
+        better = name != "base" and all(s > base[p]["stability"] for s, p in zip(stab, NOISY))
+        closed = (rows["noisy-box@0.4"]["mIoU"] - base["noisy-box@0.4"]["mIoU"]) / gap if gap > 0 else float("nan")
+        inside = rows["noisy-box@0.4"].get("attention_inside")
+        params, minutes = training(study / name)
+        lines.append(
+            f"| {name} | " + " | ".join(f"{v:.3f}" for v in miou) + f" | {sum(miou) / len(miou):.3f}"
+            + f" | {100 * (miou[0] - base['gt-box']['mIoU']):+.1f}"
+            + f" | {100 * closed:.0f} %" + " | " + " / ".join(f"{s:.3f}" for s in stab) + (" ✓" if better else "")
+            + f" | {'—' if inside is None else f'{inside:.3f}'}"
+            + f" | {'—' if params is None else f'{params:,}'} | {'—' if minutes is None else f'{minutes:.1f}'} |")
+    objects = base["gt-box"]["objects"]
+    return (f"{objects} validation objects, K = 20 per noisy prompt; base gap gt-box -> noisy-box@0.4: "
+            f"{100 * gap:.1f} points.\n\n" + "\n".join(lines) + "\n")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", type=Path, help="scripts/plugin_study.sh's RUN folder (runs/study)")
+    p.add_argument("--out", type=Path, help="also write the table to this markdown file")
+    args = p.parse_args(argv)
+    if not (args.study / "eval_base" / "per_object.csv").is_file():
+        sys.exit(f"{args.study}: no eval_base/ (run STUDY=base scripts/plugin_study.sh first)")
+    text = table(args.study)
+    print(text, end="")
+    if args.out:
+        write_text(args.out, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
