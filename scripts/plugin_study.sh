@@ -23,6 +23,10 @@ VAL=(--data "${SETS[@]}" --split "${VAL_SPLIT:-splits/val.txt}" --seed 0 --devic
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 mkdir -p "$RUN"
 
+evaluate() {  # evaluate NAME SPEC: score once into $RUN/eval_NAME
+  [ -f "$RUN/eval_$1/results.json" ] || $SAM eval --model "$2" "${VAL[@]}" --out "$RUN/eval_$1"
+}
+
 variant() {  # variant NAME TUNE EPOCHS [train flags...]: train once, evaluate once
   local name=$1 tune=$2 epochs=$3; shift 3
   local file=plugin.pt; [ "$tune" = decoder ] && file=decoder.pt
@@ -30,16 +34,18 @@ variant() {  # variant NAME TUNE EPOCHS [train flags...]: train once, evaluate o
     $SAM train --model "$BASE" --tune "$tune" --epochs "$epochs" "${TRAIN[@]}" "$@" --out "$RUN/$name" --resume
   fi
   local spec="$BASE+plugin=$RUN/$name/plugin.pt"; [ "$tune" = decoder ] && spec="$BASE+decoder=$RUN/$name/decoder.pt"
-  [ -f "$RUN/eval_$name/results.json" ] || $SAM eval --model "$spec" "${VAL[@]}" --out "$RUN/eval_$name"
+  evaluate "$name" "$spec"
 }
 
 for group in ${STUDY:-base length rts offsets routing extensions dt}; do
   case "$group" in
     base)  # the base alone, the reference row
       [ -f "$RUN/eval_base/results.json" ] || $SAM eval --model "$BASE" "${VAL[@]}" --out "$RUN/eval_base" ;;
-    length)
-      for e in 1 4 16 48; do variant "epochs$e" plugins "$e"; done ;;
-    rts)  # today's mixture is epochs$EPOCHS; weighted to noisy boxes; stronger noise; part clicks
+    length)  # one 48-epoch run; its snapshots after 1, 4 and 16 epochs equal runs of that length
+      # (constant learning rate, each step a pure function of (seed, step): tests/test_training.py)
+      variant epochs48 plugins 48 --snapshot-epochs 1,4,16
+      for e in 1 4 16; do evaluate "epochs$e" "$BASE+plugin=$RUN/epochs48/plugin_epochs$e.pt"; done ;;
+    rts)  # today's mixture is epochs$EPOCHS (the length group); weighted to noisy boxes; stronger noise; part clicks
       variant rts_noisy plugins "$EPOCHS" --rts-mixture gt-box=0.1,noisy-box=0.6,points=0.2,box+points=0.1
       variant rts_noise08 plugins "$EPOCHS" --rts-mixture gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15,max-noise=0.8
       variant rts_partclicks plugins "$EPOCHS" --rts-mixture gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15,part-clicks=0.5 ;;

@@ -13,6 +13,7 @@ excluded: it is cached once for the whole study).
 
 import argparse
 import csv
+import re
 import sys
 from pathlib import Path
 
@@ -29,37 +30,44 @@ PROMPTS = ["gt-box", "noisy-box@0.2", "noisy-box@0.4", "points@1", "points@3"]
 NOISY = PROMPTS[1:]
 
 
-def pooled(folder: Path) -> dict:
-    """{prompt: aggregate row} for the one model of an eval folder, all datasets pooled."""
+def pooled(folder: Path) -> tuple:
+    """(model SPEC, {prompt: aggregate row}) for the one model of an eval folder, all datasets pooled."""
     objects = read_objects([folder], {})
     models = list(dict.fromkeys(o["model"] for o in objects))
     if len(models) != 1:
         sys.exit(f"{folder}: expected one model, found {models}")
-    return {r["prompt"]: r for r in aggregate(objects, models, [POOLED], PROMPTS)}
+    return models[0], {r["prompt"]: r for r in aggregate(objects, models, [POOLED], PROMPTS)}
 
 
-def training(run: Path) -> tuple:
-    """(trainable parameters, training minutes) of a variant's folder, (None, None) if absent."""
-    for name in ("plugin.pt", "decoder.pt"):
-        if (run / name).is_file():
-            state = torch.load(run / name, map_location="cpu", weights_only=True)["state_dict"]
-            params = sum(v.numel() for v in state.values() if v.is_floating_point())
-            with open(run / "log.csv", newline="") as f:
-                rows = list(csv.DictReader(f))
-            return params, float(rows[-1]["seconds"]) / 60 if rows else None
+def training(model: str) -> tuple:
+    """(trainable parameters, training minutes) of the weights a model SPEC names
+    (`BASE+plugin=PATH` / `BASE+decoder=PATH`, a snapshot included); (None, None) for a base."""
+    for sep in ("+plugin=", "+decoder="):
+        if sep in model:
+            path = Path(model.split(sep, 1)[1])
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            params = sum(v.numel() for v in saved["state_dict"].values() if v.is_floating_point())
+            with open(path.parent / "log.csv", newline="") as f:
+                seconds = {int(r["step"]): float(r["seconds"]) for r in csv.DictReader(f)}
+            steps = saved.get("meta", {}).get("steps")
+            return params, seconds[steps] / 60 if steps in seconds else None
     return None, None
 
 
 def table(study: Path) -> str:
-    base = pooled(study / "eval_base")
+    _, base = pooled(study / "eval_base")
     gap = base["gt-box"]["mIoU"] - base["noisy-box@0.4"]["mIoU"]
     head = ("| variant | " + " | ".join(PROMPTS) + " | mean | Δ gt-box | gap closed | stability "
             + " / ".join(p.replace("noisy-box", "nb") for p in NOISY)
             + " | attention inside (nb@0.4) | params | train min |")
     lines = [head, "|" + "---|" * (len(PROMPTS) + 8)]
-    for folder in sorted(study.glob("eval_*")):
+    def order(folder: Path) -> tuple:  # base first, then by name with numbers in numeric order
         name = folder.name[len("eval_"):]
-        rows = pooled(folder)
+        return name != "base", re.sub(r"\d+", lambda m: m.group().zfill(6), name)
+
+    for folder in sorted(study.glob("eval_*"), key=order):
+        name = folder.name[len("eval_"):]
+        model, rows = pooled(folder)
         if set(rows) != set(PROMPTS):
             continue
         miou = [rows[p]["mIoU"] for p in PROMPTS]
@@ -67,7 +75,7 @@ def table(study: Path) -> str:
         better = name != "base" and all(s > base[p]["stability"] for s, p in zip(stab, NOISY))
         closed = (rows["noisy-box@0.4"]["mIoU"] - base["noisy-box@0.4"]["mIoU"]) / gap if gap > 0 else float("nan")
         inside = rows["noisy-box@0.4"].get("attention_inside")
-        params, minutes = training(study / name)
+        params, minutes = training(model)
         lines.append(
             f"| {name} | " + " | ".join(f"{v:.3f}" for v in miou) + f" | {sum(miou) / len(miou):.3f}"
             + f" | {100 * (miou[0] - base['gt-box']['mIoU']):+.1f}"

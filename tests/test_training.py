@@ -206,3 +206,23 @@ def test_bad_inputs(setup, monkeypatch, capsys):
     monkeypatch.setattr(training, "bce_dice_loss", real)
     assert main(train_args(sam_file, data, out, "--steps", 10, "--batch-size", 4, "--resume")) == 2
     assert "belongs to another run" in capsys.readouterr().err
+
+
+def test_snapshot_epochs_equal_shorter_runs(setup, capsys):
+    """--snapshot-epochs writes the weights of epoch E on the way, equal to an E-epoch run's."""
+    sam_file, data, tmp = setup
+    common = ["--batch-size", 4, "--lr", 3e-3, "--device", "cpu"]
+    assert main(train_args(sam_file, data, tmp / "long", "--epochs", 3, "--snapshot-epochs", "2,1", *common)) == 0
+    assert main(train_args(sam_file, data, tmp / "short", "--epochs", 1, *common)) == 0
+    snap, short = read_plugin(tmp / "long" / "plugin_epochs1.pt"), read_plugin(tmp / "short" / "plugin.pt")
+    assert snap["meta"]["steps"] == short["meta"]["steps"] < read_plugin(tmp / "long" / "plugin.pt")["meta"]["steps"]
+    for k, v in short["state_dict"].items():
+        assert torch.equal(snap["state_dict"][k], v), k
+    two = read_plugin(tmp / "long" / "plugin_epochs2.pt")["state_dict"]
+    assert any(not torch.equal(two[k], v) for k, v in short["state_dict"].items())
+    capsys.readouterr()
+    for bad in ("3", "0,1", "x", "1,1"):
+        assert main(train_args(sam_file, data, tmp / "bad", "--epochs", 3, "--snapshot-epochs", bad, *common)) == 2
+        err = capsys.readouterr().err
+        errors = [line for line in err.splitlines() if "error" in line]
+        assert len(errors) == 1 and "--snapshot-epochs" in errors[0]

@@ -1,6 +1,7 @@
 """The `stablesam` command line."""
 
 import argparse
+import math
 import contextlib
 import sys
 import warnings
@@ -237,8 +238,20 @@ def init_distributed(device_arg: Optional[str]):
     return device, rank, world
 
 
+def parse_snapshot_epochs(text: Optional[str]) -> List[float]:
+    """--snapshot-epochs "1,4,16" -> [1.0, 4.0, 16.0] (positive, finite, distinct)."""
+    if not text:
+        return []
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--snapshot-epochs takes numbers like 1,4,16, got {text!r}") from None
+    if not all(math.isfinite(v) and v > 0 for v in values) or len(set(values)) != len(values):
+        raise UsageError(f"--snapshot-epochs takes distinct positive numbers, got {text!r}")
+    return sorted(values)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
-    import math
     from pathlib import Path
 
     import numpy as np
@@ -257,6 +270,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.batch_size < 1 or args.lr <= 0 or (args.steps is not None and args.steps < 1) or \
             (args.epochs is not None and args.epochs <= 0) or args.checkpoint_every < 1:
         raise UsageError("--batch-size, --steps, --epochs, --checkpoint-every and --lr must be positive")
+    snapshot_epochs = parse_snapshot_epochs(args.snapshot_epochs)
     try:
         spec = parse_model_spec(args.model)
         if spec.base == "grabcut":
@@ -308,8 +322,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         dist.barrier()
     if not objects:
         raise UsageError("the training data holds no usable object (see the warnings above)")
+    per_epoch = math.ceil(len(objects) / args.batch_size)
     if args.steps is None:
-        config.total_steps = math.ceil((args.epochs or 1) * math.ceil(len(objects) / args.batch_size))
+        config.total_steps = math.ceil((args.epochs or 1) * per_epoch)
+    for epochs in snapshot_epochs:
+        step = math.ceil(epochs * per_epoch)
+        if step >= config.total_steps:
+            raise UsageError(f"--snapshot-epochs {epochs:g} is not before the end of training "
+                             f"({config.total_steps} steps = {config.total_steps / per_epoch:g} epochs)")
+        config.snapshots[step] = f"{'plugin' if args.tune == 'plugins' else 'decoder'}_epochs{epochs:g}"
     steps = config.total_steps
     if rank == 0:
         trainable = sum(p.numel() for p in (model.plugin_parameters() if args.tune == "plugins"
@@ -459,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    tr.add_argument("--snapshot-epochs", default=None, metavar="E1,E2,...",
+                    help="also write the weights after these many epochs (OUT/plugin_epochsE.pt): with the "
+                         "constant learning rate each equals a run of that length")
     tr.add_argument("--checkpoint-every", type=int, default=50, metavar="N", help="steps between checkpoints")
     tr.add_argument("--no-rts", action="store_true", help="ablation: ground-truth boxes only")
     tr.add_argument("--rts-mixture", default=None,

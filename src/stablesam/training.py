@@ -55,6 +55,10 @@ class TrainConfig:
     plugin: Dict = field(default_factory=dict)
     dice_weight: float = 1.0
     checkpoint_every: int = 50
+    # step -> file stem: the weights are also written as OUT/STEM.pt when that step is reached.
+    # The learning rate is constant and each step a pure function of (seed, step), so a snapshot
+    # at step s equals the final weights of the same run with total_steps = s.
+    snapshots: Dict[int, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -269,7 +273,8 @@ def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out
 
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(out, ["checkpoint.pt", "plugin.pt", "decoder.pt", "config.json", "log.csv", "loss.png"])
+        remove_stale_temps(out, ["checkpoint.pt", "plugin.pt", "decoder.pt", "config.json", "log.csv", "loss.png"]
+                           + [f"{stem}.pt" for stem in config.snapshots.values()])
         write_text(out / "config.json", json.dumps({**asdict(config), "world_size": world,
                                                     "objects": len(objects), "base": base_name}, indent=2))
     bar = tqdm(range(start, config.total_steps), initial=start, total=config.total_steps,
@@ -291,19 +296,28 @@ def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out
         optimizer.step()
         log.append({"step": step + 1, "loss": float(value), "lr": config.lr, "seconds": round(time.time() - t0, 3)})
         bar.set_postfix(loss=f"{float(value):.4f}")
+        if rank == 0 and step + 1 in config.snapshots:
+            write_weights(model, config, out, base_name, fingerprint, step + 1, world, config.snapshots[step + 1])
         if (step + 1) % config.checkpoint_every == 0 and step + 1 < config.total_steps:
             save_checkpoint(step + 1)
     files = {}
     if rank == 0:
-        meta = {"steps": config.total_steps, "tune": config.tune, "data": config.data, "seed": config.seed,
-                "batch_size": config.batch_size, "lr": config.lr, "rts": config.rts, "world_size": world}
-        if config.tune == "plugins":
-            files["weights"] = out / "plugin.pt"
-            save_plugin(model, files["weights"], base_name=base_name, meta=meta)
-        else:
-            files["weights"] = out / "decoder.pt"
-            save_decoder(model.sam, files["weights"], base_name, fingerprint, meta=meta)
+        files["weights"] = write_weights(model, config, out, base_name, fingerprint, config.total_steps, world)
         save_checkpoint(config.total_steps)
         if log:
             plot_loss(out, log)
     return {"files": files, "log": log, "rank": rank}
+
+
+def write_weights(model: StableSam, config: TrainConfig, out: Path, base_name: str, fingerprint: str,
+                  steps: int, world: int, stem: Optional[str] = None) -> Path:
+    """The trained weights after `steps` steps: OUT/plugin.pt or OUT/decoder.pt, or OUT/STEM.pt."""
+    meta = {"steps": steps, "tune": config.tune, "data": config.data, "seed": config.seed,
+            "batch_size": config.batch_size, "lr": config.lr, "rts": config.rts, "world_size": world}
+    if config.tune == "plugins":
+        path = out / f"{stem or 'plugin'}.pt"
+        save_plugin(model, path, base_name=base_name, meta=meta)
+    else:
+        path = out / f"{stem or 'decoder'}.pt"
+        save_decoder(model.sam, path, base_name, fingerprint, meta=meta)
+    return path
