@@ -54,19 +54,21 @@ def training(model: str) -> tuple:
     return None, None
 
 
-def table(study: Path) -> str:
-    _, base = pooled(study / "eval_base")
+def table(study: Path, prefix: str = "eval_") -> str:
+    _, base = pooled(study / f"{prefix}base")
     gap = base["gt-box"]["mIoU"] - base["noisy-box@0.4"]["mIoU"]
     head = ("| variant | " + " | ".join(PROMPTS) + " | mean | Δ gt-box | gap closed | stability "
             + " / ".join(p.replace("noisy-box", "nb") for p in NOISY)
             + " | attention inside (nb@0.4) | params | train min |")
     lines = [head, "|" + "---|" * (len(PROMPTS) + 8)]
     def order(folder: Path) -> tuple:  # base first, then by name with numbers in numeric order
-        name = folder.name[len("eval_"):]
+        name = folder.name[len(prefix):]
         return name != "base", re.sub(r"\d+", lambda m: m.group().zfill(6), name)
 
-    for folder in sorted(study.glob("eval_*"), key=order):
-        name = folder.name[len("eval_"):]
+    for folder in sorted(study.glob(f"{prefix}*"), key=order):
+        name = folder.name[len(prefix):]
+        if prefix == "eval_" and name.startswith("full_"):
+            continue
         model, rows = pooled(folder)
         if set(rows) != set(PROMPTS):
             continue
@@ -83,18 +85,21 @@ def table(study: Path) -> str:
             + f" | {'—' if inside is None else f'{inside:.3f}'}"
             + f" | {'—' if params is None else f'{params:,}'} | {'—' if minutes is None else f'{minutes:.1f}'} |")
     objects = base["gt-box"]["objects"]
-    return (f"{objects} validation objects, K = 20 per noisy prompt; base gap gt-box -> noisy-box@0.4: "
+    return (f"{objects} validation objects ({'whole split' if prefix == 'eval_full_' else 'screening quarter'}), K = 20 per noisy prompt; base gap gt-box -> noisy-box@0.4: "
             f"{100 * gap:.1f} points.\n\n" + "\n".join(lines) + "\n")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", type=Path, help="scripts/plugin_study.sh's RUN folder (runs/study)")
+    p.add_argument("--full", action="store_true", help="the finalists on the whole split (eval_full_*)")
     p.add_argument("--out", type=Path, help="also write the table to this markdown file")
     args = p.parse_args(argv)
-    if not (args.study / "eval_base" / "per_object.csv").is_file():
-        sys.exit(f"{args.study}: no eval_base/ (run STUDY=base scripts/plugin_study.sh first)")
-    text = table(args.study)
+    prefix = "eval_full_" if args.full else "eval_"
+    if not (args.study / f"{prefix}base" / "per_object.csv").is_file():
+        sys.exit(f"{args.study}: no {prefix}base/ (run STUDY={'final' if args.full else 'base'} "
+                 "scripts/plugin_study.sh first)")
+    text = table(args.study, prefix)
     print(text, end="")
     if args.out:
         write_text(args.out, text)
