@@ -3,15 +3,17 @@ embedding (1024 px input), measured side by side (alternating), median of the ra
 SAM 1 (ViT-B decoder) and SAM 2.1 (hiera-tiny decoder, with its two high-res feature maps).
 
     python benchmarks/plugin_overhead.py [--family sam1|sam2|all] [--prompts 20] [--rounds 15] [--threads N]
+        [--plugin-config '{"projection": false}']     # a PluginConfig other than the default
 """
 
 import argparse
+import json
 import statistics
 import time
 
 import torch
 
-from stablesam import StableSam
+from stablesam import PluginConfig, StableSam
 
 
 def time_call(fn, repeats: int) -> float:
@@ -36,7 +38,7 @@ def build(family: str):
 def measure(family: str, args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     base, extras = build(family)
-    model = StableSam(base).eval()
+    model = StableSam(base, PluginConfig.from_dict(json.loads(args.plugin_config))).eval()
     with torch.no_grad():  # trained-looking plugins: nonzero offsets, non-uniform α
         for p in model.plugin_parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -60,7 +62,7 @@ def measure(family: str, args: argparse.Namespace) -> None:
         t_stable.append(b)
         ratios.append(b / a)
     name = {"sam1": "SAM", "sam2": "SAM 2.1"}[family]
-    print(f"[{family}] threads: {torch.get_num_threads()}, prompts per call: {args.prompts}, "
+    print(f"[{family}] plugin config: {args.plugin_config}; threads: {torch.get_num_threads()}, prompts per call: {args.prompts}, "
           f"embedding: 64x64x256, rounds: {args.rounds} x {args.repeats} calls")
     print(f"{name + ' decoder:':<24}median {statistics.median(t_base) * 1e3:8.1f} ms / call")
     print(f"{'Stable-' + name + ' decoder:':<24}median {statistics.median(t_stable) * 1e3:8.1f} ms / call")
@@ -77,6 +79,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--plugin-config", default="{}", help="PluginConfig fields as JSON (default: the default config)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -90,7 +90,8 @@ for group in ${STUDY:-base length rts offsets routing extensions dt}; do
     extensions)
       variant groups8 plugins "$EPOCHS" --offset-groups 8
       variant site_layer1 plugins "$EPOCHS" --extra-sites layer1
-      variant site_final plugins "$EPOCHS" --extra-sites final ;;
+      variant site_final plugins "$EPOCHS" --extra-sites final
+      variant no_projection plugins "$EPOCHS" --no-projection ;;
     dt)  # the fair DT baseline: the whole decoder, same RTS data and steps, an lr sweep
       for lr in 1e-5 3e-5 1e-4 3e-4 1e-3; do variant "dt_lr$lr" decoder "$EPOCHS" --lr "$lr"; done ;;
     final)  # the base and the finalists on the whole validation split

@@ -1,4 +1,4 @@
-"""The plugin extensions of issue 12 (amplitudes, offset groups, extra sites): each keeps the
+"""The plugin extensions of issue 12 (amplitudes, offset groups, extra sites, no projection): each keeps the
 untrained Stable-SAM exactly SAM, each trains, and plugin files of the previous release load
 and give the same logits."""
 
@@ -19,6 +19,7 @@ OPTIONS = {
     "offset groups 8": PluginConfig(offset_groups=8),
     "layer 1": PluginConfig(extra_sites=("layer1",)),
     "final attention": PluginConfig(extra_sites=("final",)),
+    "no projection": PluginConfig(projection=False),
     "all at once": PluginConfig(amplitude=True, offset_groups=8, extra_sites=("layer1", "final"), sampled_pe=True),
 }
 
@@ -57,6 +58,7 @@ def test_options_add_their_parameters_and_train(image):
     base = StableSam(build_small_sam()).num_plugin_parameters()
     assert StableSam(build_small_sam(), PluginConfig(amplitude=True)).num_plugin_parameters() == base + 257
     assert StableSam(build_small_sam(), PluginConfig(offset_groups=8)).num_plugin_parameters() == base + 7 * 514
+    assert StableSam(build_small_sam(), PluginConfig(projection=False)).num_plugin_parameters() == base - 256 * 257
     two = StableSam(build_small_sam(), PluginConfig(extra_sites=("layer1", "final")))
     assert two.num_plugin_parameters() == 3 * base
     assert set(two.plugin_modules()) == {"dsp", "drp", "dsp_layer1", "drp_layer1", "dsp_final", "drp_final"}
@@ -94,3 +96,19 @@ def test_plugin_files_of_the_previous_release_load_and_give_the_same_logits(imag
                                              point_labels=np.array([[1, 0]]), multimask_output=True)
     assert np.abs(pts - reference["points"]).max() < 1e-4
     assert np.allclose(predictor.routing["alpha"], reference["alpha"], atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["no projection", "all at once"])
+def test_option_plugin_files_round_trip(name, image, tmp_path):
+    """A plugin file records its options: loading it rebuilds the same plugins, same logits."""
+    from stablesam import save_plugin
+
+    torch.manual_seed(0)
+    sam = build_small_sam()
+    model = StableSam(sam, OPTIONS[name])
+    perturb_plugins(model, scale=0.3)
+    save_plugin(model, tmp_path / "p.pt", base_name="small")
+    loaded = attach_plugin(sam, tmp_path / "p.pt", force=True)
+    assert loaded.config == OPTIONS[name]
+    for a, b in zip(predictions(model, image, plugins=True), predictions(loaded, image, plugins=True)):
+        assert np.abs(a - b).max() < 1e-6

@@ -20,7 +20,7 @@ class DeformableSamplingPlugin(nn.Module):
     x*_{p+Δp} is x*_p sampled bilinearly at p + Δp. Initialised as the identity: the first
     1x1 conv is the identity matrix and the offset conv is zero, so x*_{p+Δp} = x_p.
 
-    Options (off by default): `amplitude` adds a per-cell modulation m_p = 2 sigmoid(z_p) from
+    Options (off by default): `projection=False` drops the 1x1 conv (x*_p = x_p); `amplitude` adds a per-cell modulation m_p = 2 sigmoid(z_p) from
     one more output channel of the offset conv (the paper's "locations and amplitudes"; m = 1
     at init), multiplying the sampled features; `groups` G > 1 splits the channels into G groups
     that each read at their own offset (deformable convolution's offset groups; 8 groups of 32
@@ -32,13 +32,14 @@ class DeformableSamplingPlugin(nn.Module):
     """
 
     def __init__(self, embed_dim: int = 256, kernel_size: int = 5, offset_range: float = 4.0,
-                 amplitude: bool = False, groups: int = 1):
+                 amplitude: bool = False, groups: int = 1, projection: bool = True):
         super().__init__()
         if groups < 1 or embed_dim % groups:
             raise ValueError(f"offset groups must divide the width {embed_dim}, got {groups}")
         self.offset_range = float(offset_range)
         self.amplitude, self.groups = amplitude, groups
-        self.proj = nn.Linear(embed_dim, embed_dim)  # the 1x1 conv producing x*_p
+        # the 1x1 conv producing x*_p (projection=False: x*_p = x_p)
+        self.proj = nn.Linear(embed_dim, embed_dim) if projection else nn.Identity()
         self.dwconv = nn.Conv2d(
             embed_dim, embed_dim, kernel_size, padding=kernel_size // 2, groups=embed_dim
         )
@@ -48,8 +49,9 @@ class DeformableSamplingPlugin(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        nn.init.eye_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
+        if isinstance(self.proj, nn.Linear):
+            nn.init.eye_(self.proj.weight)
+            nn.init.zeros_(self.proj.bias)
         nn.init.zeros_(self.offset.weight)
         nn.init.zeros_(self.offset.bias)
 

@@ -31,7 +31,9 @@ class PluginConfig:
     extra_sites: further token-to-image attentions that get their own DSP + DRP, beyond the
         paper's layer 2: "layer1" (decoder layer 1) and/or "final" (the final attention, whose
         routing token is its own query).
-    All three extensions are off by default; each keeps the untrained plugin exactly SAM.
+    projection: True (the paper): x*_p = Conv1x1(x_p) before the offset net and the sampling;
+        False: x*_p = x_p (no 1x1 conv: C*C + C fewer parameters, about half the plugin's cost).
+    The extensions are off by default (projection on); each keeps the untrained plugin exactly SAM.
     """
 
     embed_dim: int = 256
@@ -44,6 +46,7 @@ class PluginConfig:
     amplitude: bool = False
     offset_groups: int = 1
     extra_sites: Tuple[str, ...] = ()
+    projection: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_sites", tuple(self.extra_sites))  # lists from JSON / plugin files

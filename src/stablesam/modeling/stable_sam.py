@@ -50,7 +50,7 @@ class StableSam(nn.Module):
         for site in ("layer2",) + tuple(c.extra_sites):
             suffix = "" if site == "layer2" else f"_{site}"
             self.add_module("dsp" + suffix, DeformableSamplingPlugin(
-                c.embed_dim, c.kernel_size, c.offset_range, c.amplitude, c.offset_groups))
+                c.embed_dim, c.kernel_size, c.offset_range, c.amplitude, c.offset_groups, c.projection))
             self.add_module("drp" + suffix, DynamicRoutingPlugin(c.embed_dim, c.routing_hidden))
         self.plugins_enabled = True
         self.last_alpha: Optional[torch.Tensor] = None  # (B, 2) of the last engaged call
