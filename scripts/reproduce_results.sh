@@ -24,14 +24,23 @@ export OMP_NUM_THREADS=1
 mkdir -p "$RUN"
 
 case "$STAGE" in
-  base)
+  base)  # BASE_MODELS picks among v1 v2 grabcut (default all three); finished ones are skipped
     mkdir -p "$RUN/v1" && git show c0ead58:src/stablesam/weights/tiny_sam.pt > "$RUN/v1/tiny_sam_v1.pt"
-    for m in "v1:sam:$RUN/v1/tiny_sam_v1.pt" "v2:tiny-sam"; do
-      name=${m%%:*}; spec=${m#*:}
-      $SAM eval --model "$spec" --prompts gt-box,points@3 --samples 20 "${VAL[@]}" --out "$RUN/base_$name"
-      $SAM eval --model "$spec" --prompts points@1 --multimask --samples 20 "${VAL[@]}" --out "$RUN/base_${name}_click"
-    done
-    $SAM eval --model grabcut@512 --prompts gt-box --samples 1 "${VAL[@]}" --out "$RUN/base_grabcut" ;;
+    for name in ${BASE_MODELS:-v1 v2 grabcut}; do
+      case "$name" in
+        v1) spec="sam:$RUN/v1/tiny_sam_v1.pt" ;;
+        v2) spec=tiny-sam ;;
+        grabcut)
+          [ -f "$RUN/base_grabcut/results.json" ] ||
+            $SAM eval --model grabcut@512 --prompts gt-box --samples 1 "${VAL[@]}" --out "$RUN/base_grabcut"
+          continue ;;
+        *) echo "unknown base model $name (v1, v2, grabcut)" >&2; exit 2 ;;
+      esac
+      [ -f "$RUN/base_$name/results.json" ] ||
+        $SAM eval --model "$spec" --prompts gt-box,points@3 --samples 20 "${VAL[@]}" --out "$RUN/base_$name"
+      [ -f "$RUN/base_${name}_click/results.json" ] ||
+        $SAM eval --model "$spec" --prompts points@1 --multimask --samples 20 "${VAL[@]}" --out "$RUN/base_${name}_click"
+    done ;;
   dt)  # at the plugins' lr (1e-3, HQ-SAM's recipe) and at 1e-4, which suits a whole decoder better
     $SAM train --model tiny-sam --tune decoder --epochs "$PLUGIN_EPOCHS" "${TRAIN[@]}" --out "$RUN/dt" --resume
     $SAM train --model tiny-sam --tune decoder --epochs "$PLUGIN_EPOCHS" "${TRAIN[@]}" --lr 1e-4 \
