@@ -1,0 +1,116 @@
+"""`stablesam eval`: score models on datasets (prompt and click protocols) and write the reports."""
+
+import argparse
+
+from . import __version__
+from .cli import UsageError, package_version
+
+
+def open_datasets(args: argparse.Namespace) -> list:
+    from .data import DataError, load_split
+    from .layouts import parse_spec
+
+    split = load_split(args.split) if args.split else None
+    datasets = []
+    for spec in args.data:
+        try:
+            sources = parse_spec(spec, image_dir=args.image_dir, data_root=args.data_root)
+        except DataError as e:
+            raise UsageError(f"--data {spec}: {e}") from None
+        for source in sources:
+            options = dict(strict=args.strict, mask_mode=args.mask_mode, threshold=args.threshold,
+                           ignore_value=args.ignore_value, min_area=args.min_area)
+            if split is not None and source.coco is None:
+                stems = split.get(source.name)
+                if not stems:
+                    raise UsageError(f"--split {args.split} lists no objects of dataset {source.name!r}")
+                options["stems"] = stems
+            try:
+                datasets.append(source.open(**options))
+            except DataError as e:
+                raise UsageError(str(e)) from None
+    return datasets
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import platform
+    import shlex
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from .cache import EmbeddingCache, default_cache_dir
+    from .evaluation import EvalConfig, evaluate
+    from .models import DEFAULT_SPEC, SpecError, build_segmenter, parse_model_spec
+    from .prompts import parse_prompts
+    from .reports import markdown_tables, write_reports
+
+    from .click_eval import ClickConfig, check_clickable, click_tables, evaluate_clicks, parse_thresholds
+
+    protocols = [p.strip() for p in args.protocol.split(",") if p.strip()]
+    unknown = sorted(set(protocols) - {"prompts", "clicks"})
+    if unknown or not protocols:
+        raise UsageError(f"--protocol {args.protocol!r}: expected prompts, clicks or prompts,clicks")
+    try:
+        prompts = parse_prompts(args.prompts)
+        thresholds = parse_thresholds(args.iou_thresholds)
+    except ValueError as e:
+        raise UsageError(f"--prompts / --iou-thresholds: {e}") from None
+    if not 0 <= args.explain <= 1000:
+        raise UsageError("--explain must be between 0 and 1000")
+    if not 1 <= args.max_clicks <= 1000:
+        raise UsageError("--max-clicks must be between 1 and 1000")
+    if args.samples < 1:
+        raise UsageError("--samples must be >= 1")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be >= 1")
+    specs = []
+    for text in args.model or [DEFAULT_SPEC]:
+        try:
+            specs.append(parse_model_spec(text))
+        except SpecError as e:
+            raise UsageError(str(e)) from None
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise UsageError(f"--model given twice: {names}")
+    datasets = open_datasets(args)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    cache = EmbeddingCache(None if args.no_cache else (args.cache or default_cache_dir()))
+    try:
+        segmenters = [build_segmenter(s, cache, args.device, args.force, args.seed) for s in specs]
+    except SpecError as e:
+        raise UsageError(str(e)) from None
+    click_config = ClickConfig(args.max_clicks, thresholds, args.limit)
+    if "clicks" in protocols:
+        try:
+            check_clickable(segmenters)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+    result = clicks = None
+    if "prompts" in protocols:
+        result = evaluate(datasets, segmenters, EvalConfig(prompts, args.samples, args.seed, args.limit, args.multimask,
+                                                           explain=args.explain))
+    if "clicks" in protocols:
+        clicks = evaluate_clicks(datasets, segmenters, click_config)
+    if (result is not None and not result.rows) or (clicks is not None and not clicks.rows):
+        raise UsageError("no object could be evaluated (see the warnings above)")
+    versions = {"stablesam": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                "segment-anything": package_version("segment-anything"), "python": platform.python_version()}
+    bad_files = [{"dataset": ds.name, "problem": problem} for ds in datasets for problem in ds.problems]
+    meta = {"protocols": protocols, "samples": args.samples, "seed": args.seed,
+            "prompts": [p.name for p in prompts] if result is not None else [],
+            "command": "stablesam " + shlex.join(args.argv), "versions": versions,
+            "multimask": args.multimask, "bad_files": bad_files}
+    models = [s.name for s in segmenters]
+    files = write_reports(result, models, Path(args.out), meta, clicks, click_config)
+    if result is not None:
+        print(markdown_tables(result, models))
+    if clicks is not None:
+        print(click_tables(clicks.rows, click_config))
+    print(f"encoder runs: {cache.encoder_calls} (cache: {cache.root or 'memory only'})")
+    if bad_files:
+        print(f"skipped {len(bad_files)} bad files or objects (listed under bad_files in results.json)")
+    print("wrote " + ", ".join(str(f) for f in files.values()))
+    return 0
