@@ -6,7 +6,8 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from stablesam.data import CocoDataset, DataError, DataWarning, FolderDataset
+from stablesam.coco import CocoDataset
+from stablesam.data import DataError, DataWarning, FolderDataset
 from stablesam.layouts import open_dataset
 
 SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Union
 
-from .data import IMAGE_EXTENSIONS, CocoDataset, DataError, FolderDataset, PathLike
+from .coco import CocoDataset
+from .data import IMAGE_EXTENSIONS, DataError, FolderDataset, PathLike
 
 # (image folder, mask folder) names of published datasets, tried in this order.
 KNOWN_PAIRS = (
