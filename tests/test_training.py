@@ -154,16 +154,19 @@ def test_sigkill_and_resume_equals_uninterrupted(setup):
 
 
 def test_torchrun_two_processes_equal_one(setup):
+    """Two processes train what one does; each embeds half of the 6 images into the shared cache."""
     sam_file, data, tmp = setup
     common = ["--steps", 6, "--batch-size", 4, "--lr", 3e-3]
-    one = run(train_args(sam_file, data, tmp / "one", *common))
-    assert one.returncode == 0, one.stderr
     env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
                 "-m", "stablesam", *train_args(sam_file, data, tmp / "two", *common)]
     two = subprocess.run(torchrun, env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
-    assert "2 process(es)" in two.stdout
+    assert "2 process(es)" in two.stdout and "encoder runs: 3" in two.stdout
+    assert len(list((tmp / "cache").rglob("*.pt"))) == 6
+    one = run(train_args(sam_file, data, tmp / "one", *common))
+    assert one.returncode == 0, one.stderr
+    assert "encoder runs: 0" in one.stdout
     a = read_plugin(tmp / "one" / "plugin.pt")["state_dict"]
     b = read_plugin(tmp / "two" / "plugin.pt")["state_dict"]
     for k in a:

@@ -57,7 +57,8 @@ def run_train(args: argparse.Namespace) -> int:
     from .modeling import PluginConfig, StableSam
     from .models import SpecError, build_model, parse_model_spec
     from .rts import RtsMixture
-    from .training import ResumeMismatch, TrainConfig, TrainingError, prepare_objects, read_checkpoint, train
+    from .training import (ResumeMismatch, TrainConfig, TrainingError, prepare_objects, read_checkpoint, train,
+                           warm_cache)
 
     finite = [args.lr, args.offset_range] + ([] if args.epochs is None else [args.epochs])
     if not all(math.isfinite(v) for v in finite) or args.offset_range <= 0:
@@ -111,11 +112,10 @@ def run_train(args: argparse.Namespace) -> int:
         except ResumeMismatch as e:
             raise UsageError(str(e)) from None
     cache = EmbeddingCache(None if args.no_cache else (args.cache or default_cache_dir()))
-    if world > 1 and rank != 0:
-        dist.barrier()  # rank 0 fills the embedding cache first
-    objects = prepare_objects(datasets, model, cache, progress=rank == 0)
-    if world > 1 and rank == 0:
+    if world > 1 and cache.root is not None:  # each process embeds its share, then all read the cache
+        warm_cache(datasets, model, cache, rank, world, progress=rank == 0)
         dist.barrier()
+    objects = prepare_objects(datasets, model, cache, progress=rank == 0)
     if not objects:
         raise UsageError("the training data holds no usable object (see the warnings above)")
     per_epoch = math.ceil(len(objects) / args.batch_size)

@@ -20,6 +20,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from .cache import EmbeddingCache
+from .data import DataError, read_image
 from .checkpoints import (
     CheckpointError, atomic_torch_save, base_fingerprint, read_weights, save_decoder, save_plugin,
 )
@@ -104,6 +105,20 @@ def prepare_objects(datasets: Sequence, model: StableSam, cache: EmbeddingCache,
                 np.packbits(sample.mask.ravel()), sample.mask.shape, valid, emb.extras,
             ))
     return objects
+
+
+def warm_cache(datasets: Sequence, model: StableSam, cache: EmbeddingCache, rank: int, world: int,
+               progress: bool) -> None:
+    """Embed this process's share of the images (every world-th distinct image, in order) into
+    the on-disk cache, so that under torchrun the encoder work is split between the processes.
+    Unreadable images are left to `prepare_objects`, which reports them."""
+    images = list(dict.fromkeys(ref.image_path for ds in datasets for ref in ds.objects))
+    for path in tqdm(images[rank::world], desc=f"embed ({world} processes)", unit="img", disable=not progress):
+        try:
+            image = read_image(path)
+        except DataError:
+            continue
+        cache.get(model.sam, image)
 
 
 class TrainStep(nn.Module):
