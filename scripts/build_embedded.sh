@@ -29,7 +29,12 @@ mkdir -p "$RUN"
 if [ "$STAGE" = all ] || [ "$STAGE" = base ]; then
   INIT_ARGS=()
   if [ -n "${INIT:-}" ] && [ ! -f "$RUN/base/checkpoint.pt" ]; then INIT_ARGS=(--init "$INIT"); fi
-  "$PY" scripts/train_tiny_sam.py --data-root "$DATA" --out "$RUN/base" --resume --seed 0 --arch "$ARCH" \
+  # A piece runs for hours and imports parts of stablesam late (its validation), so it runs from
+  # a copy of the code taken when the piece starts: edits to the working tree cannot reach it.
+  CODE="$RUN/code"
+  rm -rf "$CODE.tmp" && mkdir -p "$CODE.tmp/src" && cp -r scripts "$CODE.tmp/" && cp -r src/stablesam "$CODE.tmp/src/"
+  rm -rf "$CODE" && mv "$CODE.tmp" "$CODE"
+  "$PY" "$CODE/scripts/train_tiny_sam.py" --split-dir splits --data-root "$DATA" --out "$RUN/base" --resume --seed 0 --arch "$ARCH" \
     --total-steps 7000 --warmup-steps 200 --batch-size 8 --prompts-per-image 2 --threads "${THREADS:-1}" \
     --export "$RUN/tiny_sam.pt" --export-dtype float16 --eval-val 150 --eval-minutes 45 \
     --minutes "${MINUTES:-120}" "${INIT_ARGS[@]}"
