@@ -3,33 +3,7 @@
 import argparse
 
 from . import __version__
-from .cli import UsageError, package_version
-
-
-def open_datasets(args: argparse.Namespace) -> list:
-    from .data import DataError, load_split
-    from .layouts import parse_spec
-
-    split = load_split(args.split) if args.split else None
-    datasets = []
-    for spec in args.data:
-        try:
-            sources = parse_spec(spec, image_dir=args.image_dir, data_root=args.data_root)
-        except DataError as e:
-            raise UsageError(f"--data {spec}: {e}") from None
-        for source in sources:
-            options = dict(strict=args.strict, mask_mode=args.mask_mode, threshold=args.threshold,
-                           ignore_value=args.ignore_value, min_area=args.min_area)
-            if split is not None and source.coco is None:
-                stems = split.get(source.name)
-                if not stems:
-                    raise UsageError(f"--split {args.split} lists no objects of dataset {source.name!r}")
-                options["stems"] = stems
-            try:
-                datasets.append(source.open(**options))
-            except DataError as e:
-                raise UsageError(str(e)) from None
-    return datasets
+from .cli import UsageError, open_datasets, package_version
 
 
 def run_eval(args: argparse.Namespace) -> int:

@@ -107,7 +107,6 @@ def run_everything(args: argparse.Namespace) -> int:
     """`stablesam segment IMAGE --everything` with its parsed arguments."""
     import torch
 
-    from .automatic import StableSamAutomaticMaskGenerator
     from .models import SpecError, build_sam_for
     from .predictor import CPU_MAX_BATCH
 
@@ -117,10 +116,11 @@ def run_everything(args: argparse.Namespace) -> int:
     check_folder(out, image_path)
     image = load_image(image_path, max_pixels=args.max_pixels)
     try:
-        spec, model = build_sam_for("segment --everything", args.model, args.device, args.force, ("sam1", "hq", "sam2"))
-        model.eval()
-    except SpecError as e:
+        spec, model = build_sam_for("segment --everything", args.model, args.device, args.force)
+        generator = model.backend.automatic_generator()  # TypeError for a family without one
+    except (SpecError, TypeError) as e:
         raise InputError(str(e)) from None
+    model.eval()
     iou_default, stability_default = default_thresholds(spec.base)
     settings = {
         "points_per_side": args.points_per_side,
@@ -130,7 +130,7 @@ def run_everything(args: argparse.Namespace) -> int:
         "min_mask_region_area": args.min_area,
     }
     with torch.no_grad():
-        records = StableSamAutomaticMaskGenerator(model, **settings).generate(image)
+        records = generator(model, **settings).generate(image)
     records.sort(key=lambda r: -r["area"])
     files: Dict[str, Any] = {}
     summary = []

@@ -7,8 +7,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .cli import UsageError
-from .eval_command import open_datasets
+from .cli import UsageError, open_datasets
 
 
 def init_distributed(device_arg: Optional[str]):

@@ -48,6 +48,11 @@ class Sam1Backend(Backend):
 
         return StableSamPredictor(model)
 
+    def automatic_generator(self) -> type:
+        from ..automatic import StableSamAutomaticMaskGenerator
+
+        return StableSamAutomaticMaskGenerator
+
     def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
         from ..checkpoints import load_official_sam
 
