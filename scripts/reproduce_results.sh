@@ -4,6 +4,8 @@
 #   STAGE=base      the base alone (v1 file from git vs the shipped base) and GrabCut: gt-box and
 #                   points@3 single-mask, points@1 best of 3 (multimask), K = 20; GrabCut gt-box
 #                   (deterministic: K = 1)
+#   STAGE=compare   v1, the shipped base and GrabCut side by side on gt-box (one run: the README's
+#                   example sheet and a cross-check of the base stage's gt-box figures)
 #   STAGE=dt        the DT baseline: the whole mask decoder, same RTS data, steps and seed as the plugin
 #   STAGE=converge  the convergence check: the decoder fine-tuned further on ground-truth boxes only
 #   STAGE=eval      base SAM vs DT vs Stable-SAM, K = 20, all prompt types
@@ -15,7 +17,7 @@ cd "$(dirname "$0")/.."
 SAM=${SAM:-.venv/bin/stablesam}
 D=${DATA:-../shared/data}
 RUN=${RUN:-runs/results}
-STAGE=${STAGE:?set STAGE to base, dt, converge, eval, grabcut or ablations}
+STAGE=${STAGE:?set STAGE to base, compare, dt, converge, eval, grabcut or ablations}
 PLUGIN_EPOCHS=${PLUGIN_EPOCHS:-4}
 DATASETS=("$D/davis345" "$D/coco_mval" "$D/weizmann_horse" "$D/ecssd" "$D/oxford_pets")
 TRAIN=(--data "${DATASETS[@]}" --split splits/train.txt --batch-size 8 --lr 1e-3 --seed 0 --device cpu)
@@ -41,12 +43,16 @@ case "$STAGE" in
       [ -f "$RUN/base_${name}_click/results.json" ] ||
         $SAM eval --model "$spec" --prompts points@1 --multimask --samples 20 "${VAL[@]}" --out "$RUN/base_${name}_click"
     done ;;
+  compare)
+    mkdir -p "$RUN/v1" && git show c0ead58:src/stablesam/weights/tiny_sam.pt > "$RUN/v1/tiny_sam_v1.pt"
+    $SAM eval --model "sam:$RUN/v1/tiny_sam_v1.pt" --model tiny-sam --model grabcut@512 --prompts gt-box \
+      --samples 1 "${VAL[@]}" --out "$RUN/compare_base" ;;
   dt)  # at the plugins' lr (1e-3, HQ-SAM's recipe) and at 1e-4, which suits a whole decoder better
     $SAM train --model tiny-sam --tune decoder --epochs "$PLUGIN_EPOCHS" "${TRAIN[@]}" --out "$RUN/dt" --resume
     $SAM train --model tiny-sam --tune decoder --epochs "$PLUGIN_EPOCHS" "${TRAIN[@]}" --lr 1e-4 \
       --out "$RUN/dt_lr1e-4" --resume ;;
-  converge)  # at the training lr (1e-3) and at a gentler 1e-4
-    for lr in 1e-3 1e-4; do
+  converge)  # at a gentle 1e-4 and at the training lr 1e-3 (CONVERGE_LRS picks)
+    for lr in ${CONVERGE_LRS:-1e-4 1e-3}; do
       $SAM train --model tiny-sam --tune decoder --no-rts --epochs "$PLUGIN_EPOCHS" "${TRAIN[@]}" --lr $lr \
         --out "$RUN/converge_lr$lr" --resume
       $SAM eval --model tiny-sam --model "tiny-sam+decoder=$RUN/converge_lr$lr/decoder.pt" --prompts gt-box \

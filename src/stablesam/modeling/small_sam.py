@@ -3,9 +3,11 @@
 The architecture is a plain dict (stored inside stablesam SAM files), e.g.
 {"encoder": "vit", "img_size": 256, "patch_size": 16, "embed_dim": 32, "depth": 1,
  "num_heads": 2, "window_size": 0, "global_attn_indexes": []}
-or, for the compact convolutional encoder of the embedded tiny SAM (`TINY_SAM_ARCH`),
-{"encoder": "conv", "img_size": 512, "patch_size": 16, "widths": [32, 64, 192],
- "depths": [1, 2, 6], "kernel_size": 3, "expansion": 2}.
+or, for the compact convolutional encoder of the embedded tiny SAM v2 (`TINY_SAM_ARCH`: a
+4-stage pyramid, strides 4-32, depth-wise kernels 3/3/5/7, 2.94 M parameters),
+{"encoder": "conv", "img_size": 512, "patch_size": 16, "widths": [48, 96, 192, 320],
+ "depths": [2, 2, 6, 2], "kernel_size": [3, 3, 5, 7], "expansion": 2}.
+v1 (3 stages, 3 x 3 kernels, 1.64 M) was {"widths": [32, 64, 192], "depths": [1, 2, 6], "kernel_size": 3}.
 """
 
 from functools import partial
@@ -22,7 +24,7 @@ ENCODERS = ("vit", "conv")
 # The embedded tiny SAM's architecture: 512 px input, 32 x 32 x 256 image embedding.
 TINY_SAM_ARCH: Dict[str, Any] = {
     "encoder": "conv", "img_size": 512, "patch_size": 16,
-    "widths": [32, 64, 192], "depths": [1, 2, 6], "kernel_size": 3, "expansion": 2,
+    "widths": [48, 96, 192, 320], "depths": [2, 2, 6, 2], "kernel_size": [3, 3, 5, 7], "expansion": 2,
 }
 
 
