@@ -9,8 +9,8 @@
 # The base trains 7,000 steps of 8 images x 2 prompts on one thread (bfloat16 autocast), in
 # pieces: a piece stops cleanly at --minutes (MINUTES, default 120) and the same command resumes
 # it exactly from $RUN/base/checkpoint.pt (each step's data is a pure function of (seed, step)).
-# A session that lost $RUN keeps only the committed wip/tiny_sam_v2.pt (float16 weights + the
-# step they reached): INIT=wip/tiny_sam_v2.pt continues from it with a fresh optimizer and a
+# A machine that lost $RUN can continue from exported float16 weights (the file --export writes,
+# with the step they reached): INIT=FILE continues from them with a fresh optimizer and a
 # 100-step learning-rate re-warmup, on the same schedule. bf16 autocast on another CPU can end
 # with slightly different weights; rerun and compare with `stablesam eval`.
 set -euo pipefail
