@@ -108,6 +108,11 @@ def test_eval_cli_end_to_end_real_data(tmp_path, capsys, fake_embedded):
     # same inputs and seed, warm cache: the same numbers, no encoder run
     rc, out, err = run_cli(args + ["--out", str(tmp_path / "b")], capsys)
     assert rc == 0 and "encoder runs: 0" in out
+    # without the sheet's usual prompt types, the sheet shows the first one asked for
+    rc, out, err = run_cli(args[:-8] + ["--prompts", "gt-box", "--limit", "1", "--cache", str(tmp_path / "cache"),
+                                        "--out", str(tmp_path / "c")], capsys)
+    assert rc == 0, err
+    assert (tmp_path / "c" / "examples.png").stat().st_size > 0
     assert json.loads((tmp_path / "b" / "results.json").read_text())["rows"] == res["rows"]
 
 

@@ -11,7 +11,7 @@ from .metrics import boundary_iou, mask_iou, stability
 from .models import SamSegmenter, Segmenter
 from .prompts import PromptType, generate, object_rng
 
-EXAMPLE_PROMPTS = ("noisy-box@0.4", "points@1")
+EXAMPLE_PROMPTS = ("noisy-box@0.4", "points@1")  # else the first prompt type asked for
 
 
 @dataclass
@@ -83,8 +83,9 @@ def evaluate(datasets: Sequence, segmenters: Sequence[Segmenter], config: EvalCo
                 for p in config.prompts
             }
             keep = i in example_ids  # spread over the dataset, not its first few (similar) objects
+            shown = [k for k in EXAMPLE_PROMPTS if k in prompts] or [config.prompts[0].name]
             example = {"dataset": ds.name, "name": sample.name, "image": sample.image, "mask": sample.mask,
-                       "prompts": {k: prompts[k][0] for k in EXAMPLE_PROMPTS if k in prompts}, "pred": {},
+                       "prompts": {k: prompts[k][0] for k in shown}, "pred": {},
                        "attention": {}}
             for seg in segmenters:
                 seg.set_image(sample.image)
