@@ -20,9 +20,8 @@ DATA=${DATA:-../shared/data}
 RUN=${RUN:-runs/embedded}
 WEIGHTS=src/stablesam/weights
 STAGE=${STAGE:-all}
-# 4 stages (strides 4-32, depth-wise 3/3/5/7), a pyramid neck to SAM's decoder at 32 x 32:
-# docs/results/tiny_sam_v2_pilots.md says why this grid.
-ARCH='{"encoder": "conv", "img_size": 512, "patch_size": 16, "widths": [48, 96, 192, 320], "depths": [2, 2, 6, 2], "kernel_size": [3, 3, 5, 7], "expansion": 2}'
+# The architecture is the trainer's default, stablesam.modeling.small_sam.TINY_SAM_ARCH (4 stages,
+# strides 4-32, a pyramid neck to SAM's decoder at 32 x 32): docs/results/tiny_sam_v2_pilots.md says why this grid.
 SETS=("$DATA/davis345" "$DATA/coco_mval" "$DATA/weizmann_horse" "$DATA/ecssd" "$DATA/oxford_pets")
 mkdir -p "$RUN"
 
@@ -34,7 +33,7 @@ if [ "$STAGE" = all ] || [ "$STAGE" = base ]; then
   CODE="$RUN/code"
   rm -rf "$CODE.tmp" && mkdir -p "$CODE.tmp/src" && cp -r scripts "$CODE.tmp/" && cp -r src/stablesam "$CODE.tmp/src/"
   rm -rf "$CODE" && mv "$CODE.tmp" "$CODE"
-  "$PY" "$CODE/scripts/train_tiny_sam.py" --split-dir splits --data-root "$DATA" --out "$RUN/base" --resume --seed 0 --arch "$ARCH" \
+  "$PY" "$CODE/scripts/train_tiny_sam.py" --split-dir splits --data-root "$DATA" --out "$RUN/base" --resume --seed 0 \
     --total-steps 7000 --warmup-steps 200 --batch-size 8 --prompts-per-image 2 --threads "${THREADS:-1}" \
     --export "$RUN/tiny_sam.pt" --export-dtype float16 --eval-val 150 --eval-minutes 45 \
     --minutes "${MINUTES:-120}" "${INIT_ARGS[@]}"

@@ -25,12 +25,17 @@ VAL=(--data "${DATASETS[@]}" --split splits/val.txt --seed 0 --device cpu)
 export OMP_NUM_THREADS=1
 mkdir -p "$RUN"
 
+V1="$RUN/v1/tiny_sam_v1.pt"
+v1_file() {  # the v1 embedded base at $V1, from the commit that shipped it
+  mkdir -p "$RUN/v1" && git show c0ead58:src/stablesam/weights/tiny_sam.pt > "$V1"
+}
+
 case "$STAGE" in
   base)  # BASE_MODELS picks among v1 v2 grabcut (default all three); finished ones are skipped
-    mkdir -p "$RUN/v1" && git show c0ead58:src/stablesam/weights/tiny_sam.pt > "$RUN/v1/tiny_sam_v1.pt"
+    v1_file
     for name in ${BASE_MODELS:-v1 v2 grabcut}; do
       case "$name" in
-        v1) spec="sam:$RUN/v1/tiny_sam_v1.pt" ;;
+        v1) spec="sam:$V1" ;;
         v2) spec=tiny-sam ;;
         grabcut)
           [ -f "$RUN/base_grabcut/results.json" ] ||
@@ -44,8 +49,8 @@ case "$STAGE" in
         $SAM eval --model "$spec" --prompts points@1 --multimask --samples 20 "${VAL[@]}" --out "$RUN/base_${name}_click"
     done ;;
   compare)
-    mkdir -p "$RUN/v1" && git show c0ead58:src/stablesam/weights/tiny_sam.pt > "$RUN/v1/tiny_sam_v1.pt"
-    $SAM eval --model "sam:$RUN/v1/tiny_sam_v1.pt" --model tiny-sam --model grabcut@512 --prompts gt-box \
+    v1_file
+    $SAM eval --model "sam:$V1" --model tiny-sam --model grabcut@512 --prompts gt-box \
       --samples 1 "${VAL[@]}" --out "$RUN/compare_base" ;;
   dt)  # at the plugins' lr (1e-3, HQ-SAM's recipe) and at 1e-4, which suits a whole decoder better
     $SAM train --model tiny-sam --tune decoder --epochs "$PLUGIN_EPOCHS" "${TRAIN[@]}" --out "$RUN/dt" --resume
