@@ -64,7 +64,7 @@ variant() {  # variant NAME TUNE EPOCHS [train flags...]: train once, evaluate o
   evaluate "$name" "$(spec_of "$name")"
 }
 
-for group in ${STUDY:-base length rts offsets routing extensions dt}; do
+for group in ${STUDY:-base length rts offsets routing extensions lean dt}; do
   case "$group" in
     base)  # the base alone, the reference row
       evaluate base "$BASE" ;;
@@ -92,6 +92,9 @@ for group in ${STUDY:-base length rts offsets routing extensions dt}; do
       variant site_layer1 plugins "$EPOCHS" --extra-sites layer1
       variant site_final plugins "$EPOCHS" --extra-sites final
       variant no_projection plugins "$EPOCHS" --no-projection ;;
+    lean)  # cheaper offset nets for the decoder-time target (no_projection is in "extensions")
+      variant width32 plugins "$EPOCHS" --offset-width 32
+      variant lean32 plugins "$EPOCHS" --no-projection --offset-width 32 ;;
     dt)  # the fair DT baseline: the whole decoder, same RTS data and steps, an lr sweep
       for lr in 1e-5 3e-5 1e-4 3e-4 1e-3; do variant "dt_lr$lr" decoder "$EPOCHS" --lr "$lr"; done ;;
     final)  # the base and the finalists on the whole validation split

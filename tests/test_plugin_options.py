@@ -1,4 +1,5 @@
-"""The plugin extensions of issue 12 (amplitudes, offset groups, extra sites, no projection): each keeps the
+"""The plugin extensions of issue 12 (amplitudes, offset groups, extra sites, no projection, a narrow
+offset net): each keeps the
 untrained Stable-SAM exactly SAM, each trains, and plugin files of the previous release load
 and give the same logits."""
 
@@ -20,7 +21,9 @@ OPTIONS = {
     "layer 1": PluginConfig(extra_sites=("layer1",)),
     "final attention": PluginConfig(extra_sites=("final",)),
     "no projection": PluginConfig(projection=False),
-    "all at once": PluginConfig(amplitude=True, offset_groups=8, extra_sites=("layer1", "final"), sampled_pe=True),
+    "narrow offset net": PluginConfig(projection=False, offset_width=16),
+    "all at once": PluginConfig(amplitude=True, offset_groups=8, extra_sites=("layer1", "final"), sampled_pe=True,
+                                offset_width=32),
 }
 
 
@@ -59,6 +62,9 @@ def test_options_add_their_parameters_and_train(image):
     assert StableSam(build_small_sam(), PluginConfig(amplitude=True)).num_plugin_parameters() == base + 257
     assert StableSam(build_small_sam(), PluginConfig(offset_groups=8)).num_plugin_parameters() == base + 7 * 514
     assert StableSam(build_small_sam(), PluginConfig(projection=False)).num_plugin_parameters() == base - 256 * 257
+    # offset net on 16 channels: a 256 -> 16 conv, then DWConv 5x5, LN and the offset conv on 16, not 256
+    narrow = StableSam(build_small_sam(), PluginConfig(offset_width=16)).num_plugin_parameters()
+    assert narrow == base + 257 * 16 - (256 - 16) * (26 + 2 + 2)
     two = StableSam(build_small_sam(), PluginConfig(extra_sites=("layer1", "final")))
     assert two.num_plugin_parameters() == 3 * base
     assert set(two.plugin_modules()) == {"dsp", "drp", "dsp_layer1", "drp_layer1", "dsp_final", "drp_final"}
@@ -78,6 +84,8 @@ def test_bad_option_values_are_refused():
         PluginConfig(extra_sites=("layer3",))
     with pytest.raises(ValueError, match="offset_groups"):
         PluginConfig(offset_groups=3)
+    with pytest.raises(ValueError, match="offset_width"):
+        PluginConfig(offset_width=-1)
     with pytest.raises(ValueError, match="routing_hidden"):
         PluginConfig(routing_hidden=0)
     assert PluginConfig.from_dict(PluginConfig(extra_sites=("final",)).to_dict()).extra_sites == ("final",)
@@ -98,7 +106,7 @@ def test_plugin_files_of_the_previous_release_load_and_give_the_same_logits(imag
     assert np.allclose(predictor.routing["alpha"], reference["alpha"], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["no projection", "all at once"])
+@pytest.mark.parametrize("name", ["no projection", "narrow offset net", "all at once"])
 def test_option_plugin_files_round_trip(name, image, tmp_path):
     """A plugin file records its options: loading it rebuilds the same plugins, same logits."""
     from stablesam import save_plugin

@@ -20,7 +20,9 @@ class DeformableSamplingPlugin(nn.Module):
     x*_{p+Δp} is x*_p sampled bilinearly at p + Δp. Initialised as the identity: the first
     1x1 conv is the identity matrix and the offset conv is zero, so x*_{p+Δp} = x_p.
 
-    Options (off by default): `projection=False` drops the 1x1 conv (x*_p = x_p); `amplitude` adds a per-cell modulation m_p = 2 sigmoid(z_p) from
+    Options (off by default): `projection=False` drops the 1x1 conv (x*_p = x_p); `offset_width`
+    r > 0 runs the offset net on r channels (a 1x1 conv C -> r first: DWConv, LN and GELU then
+    touch r instead of C channels per cell); `amplitude` adds a per-cell modulation m_p = 2 sigmoid(z_p) from
     one more output channel of the offset conv (the paper's "locations and amplitudes"; m = 1
     at init), multiplying the sampled features; `groups` G > 1 splits the channels into G groups
     that each read at their own offset (deformable convolution's offset groups; 8 groups of 32
@@ -32,7 +34,7 @@ class DeformableSamplingPlugin(nn.Module):
     """
 
     def __init__(self, embed_dim: int = 256, kernel_size: int = 5, offset_range: float = 4.0,
-                 amplitude: bool = False, groups: int = 1, projection: bool = True):
+                 amplitude: bool = False, groups: int = 1, projection: bool = True, offset_width: int = 0):
         super().__init__()
         if groups < 1 or embed_dim % groups:
             raise ValueError(f"offset groups must divide the width {embed_dim}, got {groups}")
@@ -40,11 +42,11 @@ class DeformableSamplingPlugin(nn.Module):
         self.amplitude, self.groups = amplitude, groups
         # the 1x1 conv producing x*_p (projection=False: x*_p = x_p)
         self.proj = nn.Linear(embed_dim, embed_dim) if projection else nn.Identity()
-        self.dwconv = nn.Conv2d(
-            embed_dim, embed_dim, kernel_size, padding=kernel_size // 2, groups=embed_dim
-        )
-        self.norm = nn.LayerNorm(embed_dim)
-        self.offset = nn.Linear(embed_dim, groups * (3 if amplitude else 2))  # the 1x1 conv to (Δx, Δy[, z]) per group
+        width = offset_width or embed_dim
+        self.reduce = nn.Linear(embed_dim, width) if offset_width else nn.Identity()
+        self.dwconv = nn.Conv2d(width, width, kernel_size, padding=kernel_size // 2, groups=width)
+        self.norm = nn.LayerNorm(width)
+        self.offset = nn.Linear(width, groups * (3 if amplitude else 2))  # the 1x1 conv to (Δx, Δy[, z]) per group
         self._grids: Dict[Tuple, torch.Tensor] = {}
         self.reset_parameters()
 
@@ -72,8 +74,9 @@ class DeformableSamplingPlugin(nn.Module):
 
     def offset_head(self, x_star: torch.Tensor, h: int, w: int) -> torch.Tensor:
         """x_star: (B, h*w, C) -> the offset conv's raw output (B, h, w, G * (2 or 3))."""
-        b, _, c = x_star.shape
-        spatial = x_star.view(b, h, w, c).permute(0, 3, 1, 2)  # channels-last view, no copy
+        reduced = self.reduce(x_star)  # (B, h*w, r); x_star itself when offset_width = 0
+        b, _, c = reduced.shape
+        spatial = reduced.view(b, h, w, c).permute(0, 3, 1, 2)  # channels-last view, no copy
         d = self.dwconv(spatial).permute(0, 2, 3, 1)  # (B, h, w, C)
         d = self.norm(d)
         d = F.gelu(d) if torch.is_grad_enabled() or is_tracing() else torch.ops.aten.gelu_(d)

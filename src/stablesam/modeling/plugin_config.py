@@ -33,6 +33,9 @@ class PluginConfig:
         routing token is its own query).
     projection: True (the paper): x*_p = Conv1x1(x_p) before the offset net and the sampling;
         False: x*_p = x_p (no 1x1 conv: C*C + C fewer parameters, about half the plugin's cost).
+    offset_width: 0 (the paper): the offset net (DWConv, LayerNorm, GELU, 1x1 conv) works on all
+        C channels of x*_p; r > 0: a 1x1 conv first reduces x*_p to r channels for the offset net
+        (the sampled features keep all C), which makes the offset net about C/r times cheaper.
     The extensions are off by default (projection on); each keeps the untrained plugin exactly SAM.
     """
 
@@ -47,6 +50,7 @@ class PluginConfig:
     offset_groups: int = 1
     extra_sites: Tuple[str, ...] = ()
     projection: bool = True
+    offset_width: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_sites", tuple(self.extra_sites))  # lists from JSON / plugin files
@@ -59,6 +63,8 @@ class PluginConfig:
             raise ValueError(
                 f"routing_token must be one of {ROUTING_TOKENS}, got {self.routing_token!r}"
             )
+        if self.offset_width < 0:
+            raise ValueError(f"offset_width must be >= 0 channels (0: all of them), got {self.offset_width}")
         if self.routing_hidden < 1:
             raise ValueError(f"routing_hidden must be >= 1, got {self.routing_hidden}")
         if self.offset_range <= 0:

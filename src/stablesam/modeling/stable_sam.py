@@ -50,7 +50,8 @@ class StableSam(nn.Module):
         for site in ("layer2",) + tuple(c.extra_sites):
             suffix = "" if site == "layer2" else f"_{site}"
             self.add_module("dsp" + suffix, DeformableSamplingPlugin(
-                c.embed_dim, c.kernel_size, c.offset_range, c.amplitude, c.offset_groups, c.projection))
+                c.embed_dim, c.kernel_size, c.offset_range, c.amplitude, c.offset_groups, c.projection,
+                c.offset_width))
             self.add_module("drp" + suffix, DynamicRoutingPlugin(c.embed_dim, c.routing_hidden))
         self.plugins_enabled = True
         self.last_alpha: Optional[torch.Tensor] = None  # (B, 2) of the last engaged call
@@ -91,8 +92,10 @@ class StableSam(nn.Module):
             return
         image_embedding, image_pe = self.backend.grid_inputs(args, kwargs)
         h, w = image_embedding.shape[-2:]
-        # The transformer flattens the PE the same way, so this is bit-identical to its key_pe.
-        self._state = {"hw": (h, w), "pe": image_pe.flatten(2).permute(0, 2, 1)}
+        # The dense PE encodes grid positions only: every family repeats one (1, C, h, w) map per
+        # prompt, so one copy serves all prompts (broadcast). Made contiguous in the token layout
+        # once, adding it reads memory in order (the strided view costs ~3 % of a decoder pass).
+        self._state = {"hw": (h, w), "pe": image_pe[:1].flatten(2).transpose(1, 2).contiguous()}
 
     def _routing_token(self, tokens: torch.Tensor) -> torch.Tensor:
         """The DRP's input t_o from the output tokens (B, n, C) (HF: (B, P, n, C))."""
@@ -128,6 +131,7 @@ class StableSam(nn.Module):
             deformed, offsets = dsp(x, h, w)
             mixed = torch.lerp(x, deformed, a1)  # α1·x* + α2·x with α2 = 1 - α1
             if self.config.sampled_pe:
+                pe = pe.expand(x.shape[0], -1, -1)
                 pe = torch.lerp(pe, dsp.resample(pe, offsets, h, w), a1)
             k, v = mixed + pe, mixed
             if offsets.dim() == 5:  # per-group offsets: their mean is what is shown
@@ -154,8 +158,9 @@ class StableSam(nn.Module):
         for i in range(0, b, step):
             s = slice(i, i + step)
             deformed, offsets[s] = dsp(x[s], h, w)
-            pe_s = pe[s]
+            pe_s = pe  # (1, n, C), broadcast over the chunk's prompts
             if self.config.sampled_pe:
+                pe_s = pe.expand(offsets[s].shape[0], -1, -1)
                 pe_s = torch.lerp(pe_s, dsp.sample(pe_s, offsets[s], h, w), a1[s])
             torch.lerp(x[s], deformed, a1[s], out=v_out[s])
             torch.add(v_out[s], pe_s, out=k_out[s])
