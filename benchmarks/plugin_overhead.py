@@ -1,8 +1,9 @@
 """Decoder cost of the plugins: Stable-X / X time for 20 box prompts on a 64x64x256 image
 embedding (1024 px input), measured side by side (alternating), median of the ratios, for
-SAM 1 (ViT-B decoder) and SAM 2.1 (hiera-tiny decoder, with its two high-res feature maps).
+SAM 1 (ViT-B decoder) and SAM 2.1 (hiera-tiny decoder, with its two high-res feature maps);
+`--family embedded`: the embedded tiny SAM's decoder on its own 32x32 grid (512 px input).
 
-    python benchmarks/plugin_overhead.py [--family sam1|sam2|all] [--prompts 20] [--rounds 15] [--threads N]
+    python benchmarks/plugin_overhead.py [--family sam1|sam2|embedded|all] [--prompts 20] [--rounds 15] [--threads N]
         [--plugin-config '{"projection": false}']     # a PluginConfig other than the default
 """
 
@@ -24,7 +25,11 @@ def time_call(fn, repeats: int) -> float:
 
 
 def build(family: str):
-    """(random-init model of the family, its embedding extras) on 64x64 embeddings."""
+    """(model of the family (random init but the embedded one), its embedding extras)."""
+    if family == "embedded":
+        from stablesam.embedded import load_embedded_sam
+
+        return load_embedded_sam()[0], {}
     if family == "sam1":
         from segment_anything import sam_model_registry
 
@@ -42,10 +47,12 @@ def measure(family: str, args: argparse.Namespace) -> None:
     with torch.no_grad():  # trained-looking plugins: nonzero offsets, non-uniform α
         for p in model.plugin_parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    emb = torch.randn(1, 256, 64, 64)
+    grid = 32 if family == "embedded" else 64
+    emb = torch.randn(1, 256, grid, grid)
     g = torch.Generator().manual_seed(0)
-    xy = torch.rand(args.prompts, 2, generator=g) * 600
-    boxes = torch.cat([xy, xy + 100 + torch.rand(args.prompts, 2, generator=g) * 300], dim=1)
+    scale = grid / 64  # boxes in the model's input frame (1024 px, or 512 px for the embedded model)
+    xy = torch.rand(args.prompts, 2, generator=g) * 600 * scale
+    boxes = torch.cat([xy, xy + (100 + torch.rand(args.prompts, 2, generator=g) * 300) * scale], dim=1)
 
     def run(enabled: bool):
         model.plugins_enabled = enabled
@@ -61,11 +68,11 @@ def measure(family: str, args: argparse.Namespace) -> None:
         t_base.append(a)
         t_stable.append(b)
         ratios.append(b / a)
-    name = {"sam1": "SAM", "sam2": "SAM 2.1"}[family]
+    name = {"sam1": "SAM", "sam2": "SAM 2.1", "embedded": "tiny SAM"}[family]
     print(f"[{family}] plugin config: {args.plugin_config}; threads: {torch.get_num_threads()}, prompts per call: {args.prompts}, "
-          f"embedding: 64x64x256, rounds: {args.rounds} x {args.repeats} calls")
-    print(f"{name + ' decoder:':<24}median {statistics.median(t_base) * 1e3:8.1f} ms / call")
-    print(f"{'Stable-' + name + ' decoder:':<24}median {statistics.median(t_stable) * 1e3:8.1f} ms / call")
+          f"embedding: {grid}x{grid}x256, rounds: {args.rounds} x {args.repeats} calls")
+    print(f"{name + ' decoder:':<28}median {statistics.median(t_base) * 1e3:8.1f} ms / call")
+    print(f"{'Stable-' + name + ' decoder:':<28}median {statistics.median(t_stable) * 1e3:8.1f} ms / call")
     print(f"overhead ratio Stable-{name} / {name}: median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f}); target <= 1.10, stretch 1.05")
     print(f"plugin parameters: {model.num_plugin_parameters():,} "
@@ -74,7 +81,7 @@ def measure(family: str, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", choices=("sam1", "sam2", "all"), default="all")
+    parser.add_argument("--family", choices=("sam1", "sam2", "embedded", "all"), default="all")
     parser.add_argument("--prompts", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=2)
@@ -83,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    for family in (("sam1", "sam2") if args.family == "all" else (args.family,)):
+    for family in (("sam1", "sam2", "embedded") if args.family == "all" else (args.family,)):
         measure(family, args)
 
 
