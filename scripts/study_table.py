@@ -59,8 +59,8 @@ def table(study: Path, prefix: str = "eval_") -> str:
     gap = base["gt-box"]["mIoU"] - base["noisy-box@0.4"]["mIoU"]
     head = ("| variant | " + " | ".join(PROMPTS) + " | mean | Δ gt-box | gap closed | stability "
             + " / ".join(p.replace("noisy-box", "nb") for p in NOISY)
-            + " | attention inside (nb@0.4) | params | train min |")
-    lines = [head, "|" + "---|" * (len(PROMPTS) + 8)]
+            + " | attention inside (nb@0.4) | α1 gt-box / nb@0.4 / points@1 | params | train min |")
+    lines = [head, "|" + "---|" * (len(PROMPTS) + 9)]
     def order(folder: Path) -> tuple:  # base first, then by name with numbers in numeric order
         name = folder.name[len(prefix):]
         return name != "base", re.sub(r"\d+", lambda m: m.group().zfill(6), name)
@@ -77,12 +77,14 @@ def table(study: Path, prefix: str = "eval_") -> str:
         better = name != "base" and all(s > base[p]["stability"] for s, p in zip(stab, NOISY))
         closed = (rows["noisy-box@0.4"]["mIoU"] - base["noisy-box@0.4"]["mIoU"]) / gap if gap > 0 else float("nan")
         inside = rows["noisy-box@0.4"].get("attention_inside")
+        alpha = [rows[p].get("alpha1") for p in ("gt-box", "noisy-box@0.4", "points@1")]
         params, minutes = training(model)
         lines.append(
             f"| {name} | " + " | ".join(f"{v:.3f}" for v in miou) + f" | {sum(miou) / len(miou):.3f}"
             + f" | {100 * (miou[0] - base['gt-box']['mIoU']):+.1f}"
             + f" | {100 * closed:.0f} %" + " | " + " / ".join(f"{s:.3f}" for s in stab) + (" ✓" if better else "")
             + f" | {'—' if inside is None else f'{inside:.3f}'}"
+            + " | " + ("—" if None in alpha else " / ".join(f"{a:.2f}" for a in alpha))
             + f" | {'—' if params is None else f'{params:,}'} | {'—' if minutes is None else f'{minutes:.1f}'} |")
     objects = base["gt-box"]["objects"]
     return (f"{objects} validation objects ({'whole split' if prefix == 'eval_full_' else 'screening quarter'}), K = 20 per noisy prompt; base gap gt-box -> noisy-box@0.4: "

@@ -14,7 +14,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 
-from stablesam.evaluation import EvalResult, aggregate  # noqa: E402
+from stablesam.evaluation import OPTIONAL_SCORES, EvalResult, aggregate  # noqa: E402
 from stablesam.reports import markdown_tables  # noqa: E402
 
 POOLED = "all datasets"
@@ -39,8 +39,7 @@ def read_objects(folders, labels):
                                 "object": f"{row['dataset']}/{row['object']}", "prompt": row["prompt"],
                                 "iou": float(row["iou"]), "biou": float(row["biou"]),
                                 "stability": float(row["stability"]) if row["stability"] else None,
-                                "attention_inside": float(row["attention_inside"])
-                                if row.get("attention_inside") else None})
+                                **{key: float(row[key]) if row.get(key) else None for key in OPTIONAL_SCORES}})
     return objects
 
 

@@ -100,8 +100,10 @@ def test_eval_cli_end_to_end_real_data(tmp_path, capsys, fake_embedded):
     assert ("grabcut", "points@1") not in rows and ("grabcut", "noisy-box@0.3") in rows
     assert len(rows) == 3 + 3 + 2
     for r in res["rows"]:
-        assert set(r) == {"model", "dataset", "prompt", "mIoU", "mBIoU", "stability", "objects"}
+        stable = r["model"] == "tiny-stable-sam"  # the DRP's α1 is recorded for Stable-SAM only
+        assert set(r) == {"model", "dataset", "prompt", "mIoU", "mBIoU", "stability", "objects"} | ({"alpha1"} if stable else set())
         assert r["dataset"] == "coco_mval" and r["objects"] == 2 and 0 <= r["mIoU"] <= 1
+        assert not stable or 0 < r["alpha1"] < 1
     assert res["samples"] == 3 and res["seed"] == 0 and "versions" in res and res["command"].startswith("stablesam eval")
     # the first two objects share one COCO image, and tiny-sam / tiny-stable-sam share the encoder
     assert "encoder runs: 1" in out

@@ -100,6 +100,8 @@ def evaluate(datasets: Sequence, segmenters: Sequence[Segmenter], config: EvalCo
                     scores = object_scores(masks, sample.mask, sample.ignore)
                     if inside is not None:
                         scores["attention_inside"] = float(np.mean(inside))
+                    if isinstance(seg, SamSegmenter) and seg.plugins:  # the DRP's trust in the DSP
+                        scores["alpha1"] = float(np.mean(seg.predictor.routing["alpha"][:, 0]))
                     result.objects.append({"model": seg.name, "dataset": ds.name, "object": sample.name,
                                            "prompt": p.name, **scores})
                     if keep and p.name in example["prompts"]:
@@ -112,6 +114,9 @@ def evaluate(datasets: Sequence, segmenters: Sequence[Segmenter], config: EvalCo
     result.rows = aggregate(result.objects, [s.name for s in segmenters], [d.name for d in datasets],
                             [p.name for p in config.prompts])
     return result
+
+
+OPTIONAL_SCORES = ("attention_inside", "alpha1")
 
 
 def aggregate(objects: List[Dict], models: List[str], datasets: List[str], prompts: List[str]) -> List[Dict]:
@@ -131,8 +136,9 @@ def aggregate(objects: List[Dict], models: List[str], datasets: List[str], promp
                     "stability": float(np.mean(stab)) if stab else None,
                     "objects": len(recs),
                 }
-                inside = [o["attention_inside"] for o in recs if o.get("attention_inside") is not None]
-                if inside:
-                    row["attention_inside"] = float(np.mean(inside))
+                for key in OPTIONAL_SCORES:  # recorded for some models or with --explain only
+                    values = [o[key] for o in recs if o.get(key) is not None]
+                    if values:
+                        row[key] = float(np.mean(values))
                 rows.append(row)
     return rows

@@ -14,11 +14,12 @@ from typing import Callable, Dict, List, Optional
 import numpy as np
 
 from .checkpoints import current_umask
-from .evaluation import EvalResult
+from .evaluation import OPTIONAL_SCORES, EvalResult
 from .prompts import parse_prompt
 
 METRICS = (("mIoU", "mIoU"), ("mBIoU", "mBIoU"), ("stability", "stability (mean pairwise IoU)"),
-           ("attention_inside", "mask token's layer-2 attention inside the object (share of its mass)"))
+           ("attention_inside", "mask token's layer-2 attention inside the object (share of its mass)"),
+           ("alpha1", "routing weight α1 on the deformed features (DRP; mean over the prompts)"))
 
 
 def atomic_write(path: Path, write: Callable) -> None:
@@ -56,8 +57,8 @@ def markdown_tables(result: EvalResult, models: List[str]) -> str:
         n = max(r["objects"] for r in rows)
         out.append(f"### {ds} ({n} objects)\n")
         for key, title in METRICS:
-            if not any(r.get(key) is not None for r in rows) and key == "attention_inside":
-                continue  # recorded only with --explain
+            if not any(r.get(key) is not None for r in rows) and key in OPTIONAL_SCORES:
+                continue  # attention only with --explain, α1 only for Stable-SAM
             out.append(f"**{title}**\n")
             out.append("| prompt | " + " | ".join(models) + " |")
             out.append("|---|" + "---|" * len(models))
