@@ -64,7 +64,7 @@ variant() {  # variant NAME TUNE EPOCHS [train flags...]: train once, evaluate o
   evaluate "$name" "$(spec_of "$name")"
 }
 
-for group in ${STUDY:-base length rts offsets routing extensions lean dt}; do
+for group in ${STUDY:-base length rts combo offsets routing extensions lean dt}; do
   case "$group" in
     base)  # the base alone, the reference row
       evaluate base "$BASE" ;;
@@ -92,6 +92,8 @@ for group in ${STUDY:-base length rts offsets routing extensions lean dt}; do
       variant site_layer1 plugins "$EPOCHS" --extra-sites layer1
       variant site_final plugins "$EPOCHS" --extra-sites final
       variant no_projection plugins "$EPOCHS" --no-projection ;;
+    combo)  # the two mixture changes that helped, together: weighted to noisy boxes + part clicks
+      variant rts_combo plugins "$EPOCHS" --rts-mixture gt-box=0.1,noisy-box=0.6,points=0.2,box+points=0.1,part-clicks=0.5 ;;
     lean)  # cheaper offset nets for the decoder-time target (no_projection is in "extensions")
       variant width32 plugins "$EPOCHS" --offset-width 32
       variant lean32 plugins "$EPOCHS" --no-projection --offset-width 32 ;;
