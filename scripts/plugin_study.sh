@@ -96,7 +96,8 @@ for group in ${STUDY:-base length rts combo offsets routing extensions lean dt};
       variant rts_combo plugins "$EPOCHS" --rts-mixture gt-box=0.1,noisy-box=0.6,points=0.2,box+points=0.1,part-clicks=0.5 ;;
     lean)  # cheaper offset nets for the decoder-time target (no_projection is in "extensions")
       variant width32 plugins "$EPOCHS" --offset-width 32
-      variant lean32 plugins "$EPOCHS" --no-projection --offset-width 32 ;;
+      variant lean32 plugins "$EPOCHS" --no-projection --offset-width 32
+      variant lowrank32 plugins "$EPOCHS" --projection-rank 32 --offset-width 32 ;;
     dt)  # the fair DT baseline: the whole decoder, same RTS data and steps, an lr sweep
       for lr in 1e-5 3e-5 1e-4 3e-4 1e-3; do variant "dt_lr$lr" decoder "$EPOCHS" --lr "$lr"; done ;;
     final)  # the base and the finalists on the whole validation split

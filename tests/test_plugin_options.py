@@ -22,6 +22,7 @@ OPTIONS = {
     "final attention": PluginConfig(extra_sites=("final",)),
     "no projection": PluginConfig(projection=False),
     "narrow offset net": PluginConfig(projection=False, offset_width=16),
+    "low-rank projection": PluginConfig(projection_rank=8, offset_width=16),
     "all at once": PluginConfig(amplitude=True, offset_groups=8, extra_sites=("layer1", "final"), sampled_pe=True,
                                 offset_width=32),
 }
@@ -65,6 +66,8 @@ def test_options_add_their_parameters_and_train(image):
     # offset net on 16 channels: a 256 -> 16 conv, then DWConv 5x5, LN and the offset conv on 16, not 256
     narrow = StableSam(build_small_sam(), PluginConfig(offset_width=16)).num_plugin_parameters()
     assert narrow == base + 257 * 16 - (256 - 16) * (26 + 2 + 2)
+    low_rank = StableSam(build_small_sam(), PluginConfig(projection_rank=8)).num_plugin_parameters()
+    assert low_rank == base - 256 * 257 + (257 * 8 + 9 * 256)
     two = StableSam(build_small_sam(), PluginConfig(extra_sites=("layer1", "final")))
     assert two.num_plugin_parameters() == 3 * base
     assert set(two.plugin_modules()) == {"dsp", "drp", "dsp_layer1", "drp_layer1", "dsp_final", "drp_final"}
@@ -84,6 +87,8 @@ def test_bad_option_values_are_refused():
         PluginConfig(extra_sites=("layer3",))
     with pytest.raises(ValueError, match="offset_groups"):
         PluginConfig(offset_groups=3)
+    with pytest.raises(ValueError, match="projection_rank"):
+        PluginConfig(projection_rank=-2)
     with pytest.raises(ValueError, match="offset_width"):
         PluginConfig(offset_width=-1)
     with pytest.raises(ValueError, match="routing_hidden"):
@@ -106,7 +111,7 @@ def test_plugin_files_of_the_previous_release_load_and_give_the_same_logits(imag
     assert np.allclose(predictor.routing["alpha"], reference["alpha"], atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["no projection", "narrow offset net", "all at once"])
+@pytest.mark.parametrize("name", ["no projection", "narrow offset net", "low-rank projection", "all at once"])
 def test_option_plugin_files_round_trip(name, image, tmp_path):
     """A plugin file records its options: loading it rebuilds the same plugins, same logits."""
     from stablesam import save_plugin

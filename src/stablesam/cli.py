@@ -258,6 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--routing-hidden", type=int, default=32, metavar="N", help="hidden width of the DRP's MLP (default 32)")
     tr.add_argument("--no-projection", action="store_true",
                     help="extension: no 1x1 conv before the offsets and the sampling (x* = x; 66k fewer parameters)")
+    tr.add_argument("--projection-rank", type=int, default=0, metavar="R",
+                    help="extension: the 1x1 projection as identity + rank R (default 0: a full matrix)")
     tr.add_argument("--offset-width", type=int, default=0, metavar="R",
                     help="extension: the offset net works on R channels (a 1x1 conv to R first; default 0: all)")
     tr.add_argument("--amplitude", action="store_true",

@@ -76,6 +76,7 @@ def run_train(args: argparse.Namespace) -> int:
                                      routing_token=args.routing_token, use_routing=not args.no_drp,
                                      routing_hidden=args.routing_hidden, amplitude=args.amplitude,
                                      projection=not args.no_projection, offset_width=args.offset_width,
+                                     projection_rank=args.projection_rank,
                                      offset_groups=args.offset_groups, extra_sites=sites)
     except (SpecError, ValueError) as e:
         raise UsageError(str(e)) from None

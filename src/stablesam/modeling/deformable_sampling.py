@@ -13,6 +13,22 @@ def is_tracing() -> bool:
     return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
 
 
+class LowRankProjection(nn.Module):
+    """x -> x + up(down(x)): a 1x1 conv C -> C of the form I + U V^T with rank r (down: C -> r,
+    up: r -> C, zero at init, so the projection starts as the identity); 2rC instead of C^2
+    multiply-adds per cell."""
+
+    def __init__(self, embed_dim: int, rank: int):
+        super().__init__()
+        self.down = nn.Linear(embed_dim, rank)
+        self.up = nn.Linear(rank, embed_dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(self.down(x))
+
+
 class DeformableSamplingPlugin(nn.Module):
     """x_p -> (x*_{p+Δp}, Δp).
 
@@ -20,7 +36,8 @@ class DeformableSamplingPlugin(nn.Module):
     x*_{p+Δp} is x*_p sampled bilinearly at p + Δp. Initialised as the identity: the first
     1x1 conv is the identity matrix and the offset conv is zero, so x*_{p+Δp} = x_p.
 
-    Options (off by default): `projection=False` drops the 1x1 conv (x*_p = x_p); `offset_width`
+    Options (off by default): `projection=False` drops the 1x1 conv (x*_p = x_p);
+    `projection_rank` r > 0 makes it identity + rank r (`LowRankProjection`); `offset_width`
     r > 0 runs the offset net on r channels (a 1x1 conv C -> r first: DWConv, LN and GELU then
     touch r instead of C channels per cell); `amplitude` adds a per-cell modulation m_p = 2 sigmoid(z_p) from
     one more output channel of the offset conv (the paper's "locations and amplitudes"; m = 1
@@ -34,14 +51,20 @@ class DeformableSamplingPlugin(nn.Module):
     """
 
     def __init__(self, embed_dim: int = 256, kernel_size: int = 5, offset_range: float = 4.0,
-                 amplitude: bool = False, groups: int = 1, projection: bool = True, offset_width: int = 0):
+                 amplitude: bool = False, groups: int = 1, projection: bool = True, offset_width: int = 0,
+                 projection_rank: int = 0):
         super().__init__()
         if groups < 1 or embed_dim % groups:
             raise ValueError(f"offset groups must divide the width {embed_dim}, got {groups}")
         self.offset_range = float(offset_range)
         self.amplitude, self.groups = amplitude, groups
         # the 1x1 conv producing x*_p (projection=False: x*_p = x_p)
-        self.proj = nn.Linear(embed_dim, embed_dim) if projection else nn.Identity()
+        if not projection:
+            self.proj = nn.Identity()
+        elif projection_rank:
+            self.proj = LowRankProjection(embed_dim, projection_rank)
+        else:
+            self.proj = nn.Linear(embed_dim, embed_dim)
         width = offset_width or embed_dim
         self.reduce = nn.Linear(embed_dim, width) if offset_width else nn.Identity()
         self.dwconv = nn.Conv2d(width, width, kernel_size, padding=kernel_size // 2, groups=width)

@@ -33,6 +33,9 @@ class PluginConfig:
         routing token is its own query).
     projection: True (the paper): x*_p = Conv1x1(x_p) before the offset net and the sampling;
         False: x*_p = x_p (no 1x1 conv: C*C + C fewer parameters, about half the plugin's cost).
+    projection_rank: 0 (the paper): the 1x1 conv is a full C x C matrix; r > 0: it is identity +
+        a rank-r product (C -> r -> C, the second factor zero at init), 2rC instead of C^2 weights
+        and multiply-adds per cell (ignored when projection is False).
     offset_width: 0 (the paper): the offset net (DWConv, LayerNorm, GELU, 1x1 conv) works on all
         C channels of x*_p; r > 0: a 1x1 conv first reduces x*_p to r channels for the offset net
         (the sampled features keep all C), which makes the offset net about C/r times cheaper.
@@ -51,6 +54,7 @@ class PluginConfig:
     extra_sites: Tuple[str, ...] = ()
     projection: bool = True
     offset_width: int = 0
+    projection_rank: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_sites", tuple(self.extra_sites))  # lists from JSON / plugin files
@@ -63,6 +67,8 @@ class PluginConfig:
             raise ValueError(
                 f"routing_token must be one of {ROUTING_TOKENS}, got {self.routing_token!r}"
             )
+        if self.projection_rank < 0:
+            raise ValueError(f"projection_rank must be >= 0 (0: a full matrix), got {self.projection_rank}")
         if self.offset_width < 0:
             raise ValueError(f"offset_width must be >= 0 channels (0: all of them), got {self.offset_width}")
         if self.routing_hidden < 1:

@@ -51,7 +51,7 @@ class StableSam(nn.Module):
             suffix = "" if site == "layer2" else f"_{site}"
             self.add_module("dsp" + suffix, DeformableSamplingPlugin(
                 c.embed_dim, c.kernel_size, c.offset_range, c.amplitude, c.offset_groups, c.projection,
-                c.offset_width))
+                c.offset_width, c.projection_rank))
             self.add_module("drp" + suffix, DynamicRoutingPlugin(c.embed_dim, c.routing_hidden))
         self.plugins_enabled = True
         self.last_alpha: Optional[torch.Tensor] = None  # (B, 2) of the last engaged call
