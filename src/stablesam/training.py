@@ -25,7 +25,7 @@ from .checkpoints import (
     CheckpointError, atomic_torch_save, base_fingerprint, read_weights, save_decoder, save_plugin,
 )
 from .losses import bce_dice_loss
-from .modeling import StableSam
+from .modeling import PluginConfig, StableSam
 from .prompts import object_rng
 from .reports import remove_stale_temps, save_figure, write_text
 from .rts import GT_BOX_ONLY, RtsMixture, sample_rts_prompt
@@ -201,6 +201,18 @@ def set_trainable(model: StableSam, tune: str) -> List[nn.Parameter]:
     return params
 
 
+def with_defaults(config: Dict) -> Dict:
+    """A TrainConfig dict with the plugin and mixture options added since it was written filled
+    in with their defaults (each new option defaults to the behaviour before it), so checkpoints
+    of earlier releases still resume."""
+    out = dict(config)
+    if out.get("plugin"):
+        out["plugin"] = {**PluginConfig().to_dict(), **out["plugin"]}
+    if isinstance(out.get("mixture"), dict):
+        out["mixture"] = {**RtsMixture().to_dict(), **out["mixture"]}
+    return out
+
+
 def read_checkpoint(path: Path, config: TrainConfig, ignore: Sequence[str] = ()) -> Dict:
     """The training checkpoint at `path` if `config` (but the `ignore` keys) can continue it;
     ResumeMismatch saying why not otherwise. Cheap: `stablesam train --resume` calls it before
@@ -215,7 +227,8 @@ def read_checkpoint(path: Path, config: TrainConfig, ignore: Sequence[str] = ())
             not isinstance(ckpt.get("trainable"), dict) or not isinstance(ckpt.get("optimizer"), dict):
         raise ResumeMismatch(f"cannot resume: {path} is not a stablesam training checkpoint; "
                              "use another --out or drop --resume")
-    changed = [k for k in RESUME_KEYS if k not in ignore and saved.get(k) != asdict(config).get(k)]
+    current = with_defaults(asdict(config))
+    changed = [k for k in RESUME_KEYS if k not in ignore and with_defaults(saved).get(k) != current.get(k)]
     if changed:
         raise ResumeMismatch(f"{path} belongs to another run (differs in: {', '.join(changed)}); "
                              "use another --out or drop --resume")
