@@ -15,12 +15,15 @@ from stablesam.checkpoints import attach_plugin
 from stablesam.modeling import PluginConfig
 
 DATA = Path(__file__).parent / "data"
+PAPER = {"projection_rank": 0, "offset_width": 0}  # release 0.1's default: the paper's plugin
 OPTIONS = {
+    "default": PluginConfig(),
+    "paper (release 0.1)": PluginConfig(projection_rank=0, offset_width=0),
     "amplitude": PluginConfig(amplitude=True),
     "offset groups 8": PluginConfig(offset_groups=8),
     "layer 1": PluginConfig(extra_sites=("layer1",)),
     "final attention": PluginConfig(extra_sites=("final",)),
-    "no projection": PluginConfig(projection=False),
+    "no projection": PluginConfig(projection=False, offset_width=0),
     "narrow offset net": PluginConfig(projection=False, offset_width=16),
     "low-rank projection": PluginConfig(projection_rank=8, offset_width=16),
     "all at once": PluginConfig(amplitude=True, offset_groups=8, extra_sites=("layer1", "final"), sampled_pe=True,
@@ -59,17 +62,19 @@ def test_each_option_is_sam_at_init_and_moves_once_trained(name, image):
 
 
 def test_options_add_their_parameters_and_train(image):
-    base = StableSam(build_small_sam()).num_plugin_parameters()
-    assert StableSam(build_small_sam(), PluginConfig(amplitude=True)).num_plugin_parameters() == base + 257
-    assert StableSam(build_small_sam(), PluginConfig(offset_groups=8)).num_plugin_parameters() == base + 7 * 514
-    assert StableSam(build_small_sam(), PluginConfig(projection=False)).num_plugin_parameters() == base - 256 * 257
+    def count(**options) -> int:  # plugin parameters of the paper's plugin with `options` changed
+        return StableSam(build_small_sam(), PluginConfig(**{**PAPER, **options})).num_plugin_parameters()
+
+    base = count()
+    assert base == 81_828 and StableSam(build_small_sam()).num_plugin_parameters() == 34_212
+    assert count(amplitude=True) == base + 257
+    assert count(offset_groups=8) == base + 7 * 514
+    assert count(projection=False) == base - 256 * 257
     # offset net on 16 channels: a 256 -> 16 conv, then DWConv 5x5, LN and the offset conv on 16, not 256
-    narrow = StableSam(build_small_sam(), PluginConfig(offset_width=16)).num_plugin_parameters()
-    assert narrow == base + 257 * 16 - (256 - 16) * (26 + 2 + 2)
-    low_rank = StableSam(build_small_sam(), PluginConfig(projection_rank=8)).num_plugin_parameters()
-    assert low_rank == base - 256 * 257 + (257 * 8 + 9 * 256)
+    assert count(offset_width=16) == base + 257 * 16 - (256 - 16) * (26 + 2 + 2)
+    assert count(projection_rank=8) == base - 256 * 257 + (257 * 8 + 9 * 256)
     two = StableSam(build_small_sam(), PluginConfig(extra_sites=("layer1", "final")))
-    assert two.num_plugin_parameters() == 3 * base
+    assert two.num_plugin_parameters() == 3 * 34_212
     assert set(two.plugin_modules()) == {"dsp", "drp", "dsp_layer1", "drp_layer1", "dsp_final", "drp_final"}
     model = StableSam(build_small_sam(), OPTIONS["all at once"])
     perturb_plugins(model, scale=0.1)
@@ -99,7 +104,7 @@ def test_bad_option_values_are_refused():
 def test_plugin_files_of_the_previous_release_load_and_give_the_same_logits(image):
     """tests/data/plugin_release_0_1.pt and its logits were written by the code before these options."""
     model = attach_plugin(build_small_sam(), DATA / "plugin_release_0_1.pt")
-    assert model.config == PluginConfig()
+    assert model.config == PluginConfig(**PAPER)  # the file predates the options: it reads as the paper's plugin
     reference = np.load(DATA / "plugin_release_0_1_logits.npz")
     predictor = StableSamPredictor(model)
     predictor.set_image(image)

@@ -208,7 +208,11 @@ def test_rts_mixture_settings_parse_and_part_clicks_keep_the_default_stream():
         RtsMixture(part_clicks=1.5)
     mask = np.zeros((50, 60), bool)
     mask[10:40, 5:55] = True
-    a = [sample_rts_prompt(mask, RtsMixture(), np.random.default_rng(i)) for i in range(30)]
+    # part clicks change only the clicks: the same seeds draw the same kinds and the same boxes
+    a = [sample_rts_prompt(mask, RtsMixture(part_clicks=1.0), np.random.default_rng(i)) for i in range(30)]
     b = [sample_rts_prompt(mask, RtsMixture(part_clicks=0.0), np.random.default_rng(i)) for i in range(30)]
     for (ka, pa), (kb, pb) in zip(a, b):
-        assert ka == kb and (pa.point_coords is None or np.array_equal(pa.point_coords, pb.point_coords))
+        assert ka == kb and (pa.boxes is None) == (pb.boxes is None)
+        assert pa.point_coords is not None or np.array_equal(pa.boxes, pb.boxes)
+    assert any(pa.point_coords is not None and not np.array_equal(pa.point_coords, pb.point_coords)
+               for (_, pa), (_, pb) in zip(a, b))

@@ -249,22 +249,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint-every", type=int, default=50, metavar="N", help="steps between checkpoints")
     tr.add_argument("--no-rts", action="store_true", help="ablation: ground-truth boxes only")
     tr.add_argument("--rts-mixture", default=None,
-                    help="prompt mixture, e.g. gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15 (the default)")
+                    help="prompt mixture (default gt-box=0.1,noisy-box=0.6,points=0.2,box+points=0.1,part-clicks=0.5; "
+                         "release 0.1: gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15,part-clicks=0)")
     tr.add_argument("--no-drp", action="store_true", help="ablation: DSP without DRP (fixed α = 0.5, 0.5)")
-    tr.add_argument("--offset-range", type=float, default=4.0, help="max |Δp| in embedding cells (default 4)")
+    tr.add_argument("--offset-range", type=float, default=None, help="max |Δp| in embedding cells (default 4)")
     tr.add_argument("--sampled-pe", action="store_true", help="sample the PE at p + Δp too (default: grid PE)")
-    tr.add_argument("--routing-token", choices=["mask", "iou", "mean"], default="mask",
+    tr.add_argument("--routing-token", choices=["mask", "iou", "mean"], default=None,
                     help="output token driving the DRP (default: the single-mask token)")
-    tr.add_argument("--routing-hidden", type=int, default=32, metavar="N", help="hidden width of the DRP's MLP (default 32)")
+    tr.add_argument("--routing-hidden", type=int, default=None, metavar="N", help="hidden width of the DRP's MLP (default 32)")
     tr.add_argument("--no-projection", action="store_true",
                     help="extension: no 1x1 conv before the offsets and the sampling (x* = x; 66k fewer parameters)")
-    tr.add_argument("--projection-rank", type=int, default=0, metavar="R",
-                    help="extension: the 1x1 projection as identity + rank R (default 0: a full matrix)")
-    tr.add_argument("--offset-width", type=int, default=0, metavar="R",
-                    help="extension: the offset net works on R channels (a 1x1 conv to R first; default 0: all)")
+    tr.add_argument("--projection-rank", type=int, default=None, metavar="R",
+                    help="the 1x1 projection as identity + rank R (default 32; 0: a full matrix, the paper)")
+    tr.add_argument("--offset-width", type=int, default=None, metavar="R",
+                    help="the offset net works on R channels (a 1x1 conv to R first; default 32; 0: all, the paper)")
     tr.add_argument("--amplitude", action="store_true",
                     help="extension: the DSP also predicts a per-cell amplitude of the sampled features")
-    tr.add_argument("--offset-groups", type=int, default=1, metavar="G",
+    tr.add_argument("--offset-groups", type=int, default=None, metavar="G",
                     help="extension: G channel groups with their own offsets (8: one per attention head; default 1)")
     tr.add_argument("--extra-sites", default="", metavar="LIST",
                     help="extension: more attentions with their own DSP + DRP: layer1, final (default: layer 2 only)")

@@ -59,8 +59,8 @@ def run_train(args: argparse.Namespace) -> int:
     from .training import (ResumeMismatch, TrainConfig, TrainingError, prepare_objects, read_checkpoint, train,
                            warm_cache)
 
-    finite = [args.lr, args.offset_range] + ([] if args.epochs is None else [args.epochs])
-    if not all(math.isfinite(v) for v in finite) or args.offset_range <= 0:
+    finite = [v for v in (args.lr, args.offset_range, args.epochs) if v is not None]
+    if not all(math.isfinite(v) for v in finite) or (args.offset_range is not None and args.offset_range <= 0):
         raise UsageError("--lr, --epochs and --offset-range must be finite numbers (and --offset-range positive)")
     if args.batch_size < 1 or args.lr <= 0 or (args.steps is not None and args.steps < 1) or \
             (args.epochs is not None and args.epochs <= 0) or args.checkpoint_every < 1:
@@ -72,12 +72,12 @@ def run_train(args: argparse.Namespace) -> int:
             raise SpecError("grabcut has nothing to train")
         mixture = RtsMixture.parse(args.rts_mixture) if args.rts_mixture else RtsMixture()
         sites = tuple(x.strip() for x in args.extra_sites.split(",") if x.strip()) if args.extra_sites else ()
-        plugin_config = PluginConfig(offset_range=args.offset_range, sampled_pe=args.sampled_pe,
-                                     routing_token=args.routing_token, use_routing=not args.no_drp,
-                                     routing_hidden=args.routing_hidden, amplitude=args.amplitude,
-                                     projection=not args.no_projection, offset_width=args.offset_width,
-                                     projection_rank=args.projection_rank,
-                                     offset_groups=args.offset_groups, extra_sites=sites)
+        given = {"offset_range": args.offset_range, "routing_token": args.routing_token,
+                 "routing_hidden": args.routing_hidden, "offset_width": args.offset_width,
+                 "projection_rank": args.projection_rank, "offset_groups": args.offset_groups}
+        plugin_config = PluginConfig(sampled_pe=args.sampled_pe, use_routing=not args.no_drp,
+                                     amplitude=args.amplitude, projection=not args.no_projection,
+                                     extra_sites=sites, **{k: v for k, v in given.items() if v is not None})
     except (SpecError, ValueError) as e:
         raise UsageError(str(e)) from None
     out = Path(args.out)
