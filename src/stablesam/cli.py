@@ -26,14 +26,12 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     from .embedded import BASE_FILE, PLUGIN_FILE, WEIGHTS_DIR, embedded_available
     from .modeling import PluginConfig
-    from .modeling.deformable_sampling import DeformableSamplingPlugin
-    from .modeling.dynamic_routing import DynamicRoutingPlugin
+    from .modeling.stable_sam import build_plugin_pair
     from .models import ACCEPTED
 
     sam_version = package_version("segment-anything")
     config = PluginConfig()
-    dsp = DeformableSamplingPlugin(config.embed_dim, config.kernel_size, config.offset_range)
-    drp = DynamicRoutingPlugin(config.embed_dim, config.routing_hidden)
+    dsp, drp = build_plugin_pair(config)
     n_dsp = sum(p.numel() for p in dsp.parameters())
     n_drp = sum(p.numel() for p in drp.parameters())
     cuda = torch.cuda.is_available()

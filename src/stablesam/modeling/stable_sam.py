@@ -17,6 +17,13 @@ from .plugin_config import PluginConfig
 CHUNK_ELEMENTS = 1 << 20  # inference works on ~4 MB of float32 features at a time
 
 
+def build_plugin_pair(c: PluginConfig) -> Tuple[DeformableSamplingPlugin, DynamicRoutingPlugin]:
+    """The DSP and DRP of one attention site, as `c` configures them."""
+    dsp = DeformableSamplingPlugin(c.embed_dim, c.kernel_size, c.offset_range, c.amplitude, c.offset_groups,
+                                   c.projection, c.offset_width, c.projection_rank)
+    return dsp, DynamicRoutingPlugin(c.embed_dim, c.routing_hidden)
+
+
 class StableSam(nn.Module):
     """Wraps a SAM without copying or editing its code: Meta's `segment_anything` Sam, an
     HQ-SAM, a SAM 2 / 2.1 (`SAM2Base`) or a Hugging Face `SamModel` / `Sam2Model`; the family's
@@ -49,10 +56,9 @@ class StableSam(nn.Module):
         # config.extra_sites get their own pair ("dsp_layer1", "drp_final", ...).
         for site in ("layer2",) + tuple(c.extra_sites):
             suffix = "" if site == "layer2" else f"_{site}"
-            self.add_module("dsp" + suffix, DeformableSamplingPlugin(
-                c.embed_dim, c.kernel_size, c.offset_range, c.amplitude, c.offset_groups, c.projection,
-                c.offset_width, c.projection_rank))
-            self.add_module("drp" + suffix, DynamicRoutingPlugin(c.embed_dim, c.routing_hidden))
+            dsp, drp = build_plugin_pair(c)
+            self.add_module("dsp" + suffix, dsp)
+            self.add_module("drp" + suffix, drp)
         self.plugins_enabled = True
         self.last_alpha: Optional[torch.Tensor] = None  # (B, 2) of the last engaged call
         self.last_offsets: Optional[torch.Tensor] = None  # (B, h, w, 2), grid cells
