@@ -8,7 +8,9 @@ Columns: mIoU per prompt type and its mean over the five types; Δ gt-box (point
 of the base's gt-box -> noisy-box@0.4 mIoU gap that the variant closes; stability per noisy
 prompt type (a ✓ when it beats the base on all four); the mask token's layer-2 attention mass
 inside the object under noisy-box@0.4; trainable parameters and training minutes (embedding
-excluded: it is cached once for the whole study).
+excluded: it is cached once for the whole study). Rows come in the study's rounds (see
+scripts/plugin_study.sh): round 1 against release 0.1's plugin, round 2's default and DT sweep
+(4 epochs), round 2's 1-epoch screening against default1; the base heads each.
 """
 
 import argparse
@@ -54,41 +56,61 @@ def training(model: str) -> tuple:
     return None, None
 
 
-def table(study: Path, prefix: str = "eval_") -> str:
-    _, base = pooled(study / f"{prefix}base")
-    gap = base["gt-box"]["mIoU"] - base["noisy-box@0.4"]["mIoU"]
-    head = ("| variant | " + " | ".join(PROMPTS) + " | mean | Δ gt-box | gap closed | stability "
-            + " / ".join(p.replace("noisy-box", "nb") for p in NOISY)
-            + " | attention inside (nb@0.4) | α1 gt-box / nb@0.4 / points@1 | params | train min |")
-    lines = [head, "|" + "---|" * (len(PROMPTS) + 9)]
-    def order(folder: Path) -> tuple:  # base first, then by name with numbers in numeric order
-        name = folder.name[len(prefix):]
-        return name != "base", re.sub(r"\d+", lambda m: m.group().zfill(6), name)
+ROUNDS = (
+    ("Round 1: one change against release 0.1's plugin (the paper's), 4 epochs unless named (epochsN)",
+     lambda n: not (n.startswith(("default", "dt_", "s1_")))),
+    ("Round 2: the chosen default (rank-32 projection, 32-channel offset net, rts_combo mixture) and the "
+     "DT lr sweep, same data, mixture and steps (4 epochs)", lambda n: n == "default4" or n.startswith("dt_")),
+    ("Round 2 screening: one change against the default, 1 epoch each (reference: default1)",
+     lambda n: n == "default1" or n.startswith("s1_")),
+)
 
-    for folder in sorted(study.glob(f"{prefix}*"), key=order):
-        name = folder.name[len(prefix):]
-        if prefix == "eval_" and name.startswith("full_"):
-            continue
-        model, rows = pooled(folder)
-        if set(rows) != set(PROMPTS):
-            continue
-        miou = [rows[p]["mIoU"] for p in PROMPTS]
-        stab = [rows[p]["stability"] for p in NOISY]
-        better = name != "base" and all(s > base[p]["stability"] for s, p in zip(stab, NOISY))
-        closed = (rows["noisy-box@0.4"]["mIoU"] - base["noisy-box@0.4"]["mIoU"]) / gap if gap > 0 else float("nan")
-        inside = rows["noisy-box@0.4"].get("attention_inside")
-        alpha = [rows[p].get("alpha1") for p in ("gt-box", "noisy-box@0.4", "points@1")]
-        params, minutes = training(model)
-        lines.append(
-            f"| {name} | " + " | ".join(f"{v:.3f}" for v in miou) + f" | {sum(miou) / len(miou):.3f}"
+
+def row(name: str, model: str, rows: dict, base: dict, gap: float) -> str:
+    miou = [rows[p]["mIoU"] for p in PROMPTS]
+    stab = [rows[p]["stability"] for p in NOISY]
+    better = name != "base" and all(s > base[p]["stability"] for s, p in zip(stab, NOISY))
+    closed = (rows["noisy-box@0.4"]["mIoU"] - base["noisy-box@0.4"]["mIoU"]) / gap if gap > 0 else float("nan")
+    inside = rows["noisy-box@0.4"].get("attention_inside")
+    alpha = [rows[p].get("alpha1") for p in ("gt-box", "noisy-box@0.4", "points@1")]
+    params, minutes = training(model)
+    return (f"| {name} | " + " | ".join(f"{v:.3f}" for v in miou) + f" | {sum(miou) / len(miou):.3f}"
             + f" | {100 * (miou[0] - base['gt-box']['mIoU']):+.1f}"
             + f" | {100 * closed:.0f} %" + " | " + " / ".join(f"{s:.3f}" for s in stab) + (" ✓" if better else "")
             + f" | {'—' if inside is None else f'{inside:.3f}'}"
             + " | " + ("—" if None in alpha else " / ".join(f"{a:.2f}" for a in alpha))
             + f" | {'—' if params is None else f'{params:,}'} | {'—' if minutes is None else f'{minutes:.1f}'} |")
+
+
+def table(study: Path, prefix: str = "eval_") -> str:
+    base_model, base = pooled(study / f"{prefix}base")
+    gap = base["gt-box"]["mIoU"] - base["noisy-box@0.4"]["mIoU"]
+    head = ("| variant | " + " | ".join(PROMPTS) + " | mean | Δ gt-box | gap closed | stability "
+            + " / ".join(p.replace("noisy-box", "nb") for p in NOISY)
+            + " | attention inside (nb@0.4) | α1 gt-box / nb@0.4 / points@1 | params | train min |")
+    rule = "|" + "---|" * (len(PROMPTS) + 9)
+
+    def order(folder: Path) -> str:  # by name, numbers in numeric order
+        return re.sub(r"\d+", lambda m: m.group().zfill(6), folder.name[len(prefix):])
+
+    scored = []
+    for folder in sorted(study.glob(f"{prefix}*"), key=order):
+        name = folder.name[len(prefix):]
+        if name == "base" or (prefix == "eval_" and name.startswith("full_")):
+            continue
+        model, rows = pooled(folder)
+        if set(rows) == set(PROMPTS):
+            scored.append((name, model, rows))
     objects = base["gt-box"]["objects"]
-    return (f"{objects} validation objects ({'whole split' if prefix == 'eval_full_' else 'screening quarter'}), K = 20 per noisy prompt; base gap gt-box -> noisy-box@0.4: "
-            f"{100 * gap:.1f} points.\n\n" + "\n".join(lines) + "\n")
+    text = (f"{objects} validation objects ({'whole split' if prefix == 'eval_full_' else 'screening quarter'}), "
+            f"K = 20 per noisy prompt; base gap gt-box -> noisy-box@0.4: {100 * gap:.1f} points.\n")
+    for title, member in ROUNDS:
+        chosen = [r for r in scored if member(r[0])]
+        if chosen:
+            lines = [head, rule, row("base", base_model, base, base, gap)]
+            lines += [row(name, model, rows, base, gap) for name, model, rows in chosen]
+            text += f"\n**{title}**\n\n" + "\n".join(lines) + "\n"
+    return text
 
 
 def main(argv=None) -> int:
