@@ -21,7 +21,7 @@
 #
 #   STUDY="base length rts combo" scripts/plugin_study.sh & STUDY="offsets extensions lean" scripts/plugin_study.sh
 #   STUDY="default screen_a" scripts/plugin_study.sh & STUDY="dt screen_b" scripts/plugin_study.sh
-#   FINALISTS="default4 dt_lr1e-4" STUDY=final scripts/plugin_study.sh
+#   FINALISTS="shipped dt_lr1e-4" STUDY=final scripts/plugin_study.sh
 #   python scripts/study_table.py runs/study --out docs/results/plugin_study.md   # screening table
 #   python scripts/study_table.py runs/study --full                                # finalists
 #   python scripts/summarize_results.py runs/study/eval_*      # every metric, model by model
@@ -59,6 +59,7 @@ spec_of() {  # spec_of NAME: the model SPEC a finished variant (or length snapsh
     dt_*) echo "$BASE+decoder=$RUN/$1/decoder.pt" ;;
     epochs1|epochs4|epochs16) echo "$BASE+plugin=$RUN/epochs48/plugin_$1.pt" ;;
     default1) echo "$BASE+plugin=$RUN/default4/plugin_epochs1.pt" ;;
+    shipped) echo "tiny-stable-sam" ;;  # the embedded plugin (STAGE=plugin scripts/build_embedded.sh)
     *) echo "$BASE+plugin=$RUN/$1/plugin.pt" ;;
   esac
 }
