@@ -4,7 +4,7 @@ SAM 1 (ViT-B decoder) and SAM 2.1 (hiera-tiny decoder, with its two high-res fea
 `--family embedded`: the embedded tiny SAM's decoder on its own 32x32 grid (512 px input).
 
     python benchmarks/plugin_overhead.py [--family sam1|sam2|embedded|all] [--prompts 20] [--rounds 15] [--threads N]
-        [--plugin-config '{"projection": false}']     # a PluginConfig other than the default
+        [--plugin-config '{"projection_rank": 0, "offset_width": 0}']   # another PluginConfig (this one: the paper's)
 """
 
 import argparse

@@ -99,6 +99,10 @@ def test_bad_option_values_are_refused():
     with pytest.raises(ValueError, match="routing_hidden"):
         PluginConfig(routing_hidden=0)
     assert PluginConfig.from_dict(PluginConfig(extra_sites=("final",)).to_dict()).extra_sites == ("final",)
+    # JSON a user writes means today's defaults; a saved file that lacks an option means the paper's
+    assert PluginConfig.from_dict({}) == PluginConfig()
+    assert PluginConfig.from_saved({}) == PluginConfig(**PAPER)
+    assert PluginConfig.from_saved(PluginConfig().to_dict()) == PluginConfig()
 
 
 def test_plugin_files_of_the_previous_release_load_and_give_the_same_logits(image):

@@ -198,7 +198,7 @@ def read_plugin(path: PathLike) -> Dict[str, Any]:
             f"understands ({PLUGIN_FORMAT_VERSION}); upgrade stablesam"
         )
     try:
-        obj["config"] = PluginConfig.from_dict(obj["config"])
+        obj["config"] = PluginConfig.from_saved(obj["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: bad plugin config: {e}") from None
     return obj

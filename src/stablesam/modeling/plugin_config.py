@@ -93,7 +93,12 @@ class PluginConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown plugin config keys: {unknown}")
-        return cls(**{**ABSENT_MEANS, **values})
+        return cls(**values)
+
+    @classmethod
+    def from_saved(cls, values: Dict[str, Any]) -> "PluginConfig":
+        """The config a plugin file records; options the file predates read as `ABSENT_MEANS`."""
+        return cls.from_dict({**ABSENT_MEANS, **values})
 
 
 # What a config written before an option existed meant by leaving it out: the paper's plugin.
