@@ -75,7 +75,7 @@ variant() {  # variant NAME TUNE EPOCHS [train flags...]: train once, evaluate o
 
 V1=(--projection-rank 0 --offset-width 0 --rts-mixture gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15,part-clicks=0)
 
-for group in ${STUDY:-base length rts combo lean default dt screen}; do
+for group in ${STUDY:-base length rts combo lean default dt screen screen_c}; do
   case "$group" in
     base)  # the base alone, the reference row
       evaluate base "$BASE" ;;
@@ -101,7 +101,7 @@ for group in ${STUDY:-base length rts combo lean default dt screen}; do
       variant default4 plugins "$EPOCHS" --snapshot-epochs 1
       evaluate default1 "$(spec_of default1)" ;;
     dt)  # the fair DT baseline: the whole decoder, default4's data, mixture and steps, an lr sweep
-      for lr in ${DT_LRS:-1e-4 1e-3 1e-5 3e-4}; do variant "dt_lr$lr" decoder "$EPOCHS" --lr "$lr"; done ;;
+      for lr in ${DT_LRS:-1e-4 1e-3 1e-5 3e-5}; do variant "dt_lr$lr" decoder "$EPOCHS" --lr "$lr"; done ;;
     screen|screen_a|screen_b)  # one change against the default, 1 epoch each (reference: default1)
       if [ "$group" != screen_b ]; then
         variant s1_amplitude plugins 1 --amplitude
@@ -111,11 +111,12 @@ for group in ${STUDY:-base length rts combo lean default dt screen}; do
         variant s1_site_layer1 plugins 1 --extra-sites layer1
       fi
       if [ "$group" != screen_a ]; then
-        variant s1_token_iou plugins 1 --routing-token iou
-        variant s1_token_mean plugins 1 --routing-token mean
-        variant s1_hidden16 plugins 1 --routing-hidden 16
         variant s1_no_drp plugins 1 --no-drp
+        variant s1_token_iou plugins 1 --routing-token iou
       fi ;;
+    screen_c)  # the DRP's remaining questions (not run yet)
+      variant s1_token_mean plugins 1 --routing-token mean
+      variant s1_hidden16 plugins 1 --routing-hidden 16 ;;
     final)  # the base and the finalists on the whole validation split
       for name in base ${FINALISTS:-}; do evaluate_full "$name" "$(spec_of "$name")"; done ;;
     *) echo "unknown group $group" >&2; exit 2 ;;
