@@ -118,7 +118,8 @@ for group in ${STUDY:-base length rts combo lean default dt screen screen_c}; do
       variant s1_token_mean plugins 1 --routing-token mean
       variant s1_hidden16 plugins 1 --routing-hidden 16 ;;
     final)  # the base and the finalists on the whole validation split
-      for name in base ${FINALISTS:-}; do evaluate_full "$name" "$(spec_of "$name")"; done ;;
+      # (FINAL_BASE= leaves the base out: for a second job scoring other finalists at once)
+      for name in ${FINAL_BASE-base} ${FINALISTS:-}; do evaluate_full "$name" "$(spec_of "$name")"; done ;;
     *) echo "unknown group $group" >&2; exit 2 ;;
   esac
 done
