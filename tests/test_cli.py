@@ -9,7 +9,10 @@ def test_info_reports_versions_models_and_plugin_size(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     n = int(re.search(r"plugin parameters \(256-d decoder\): ([\d,]+)", out).group(1).replace(",", ""))
-    assert 60_000 <= n <= 100_000
+    from stablesam import PluginConfig, StableSam
+    from stablesam.embedded import load_embedded_sam
+
+    assert n == StableSam(load_embedded_sam()[0], PluginConfig()).num_plugin_parameters() == 34_212
     for needle in ("torch", "segment-anything", "vit_b:PATH", "vit_h:PATH", "tiny-stable-sam", "embedded weights"):
         assert needle in out
 

