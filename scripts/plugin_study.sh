@@ -114,7 +114,7 @@ for group in ${STUDY:-base length rts combo lean default dt screen screen_c}; do
         variant s1_no_drp plugins 1 --no-drp
         variant s1_token_iou plugins 1 --routing-token iou
       fi ;;
-    screen_c)  # the DRP's remaining questions (not run yet)
+    screen_c)  # the DRP's input token (mean) and width, one change against the default, 1 epoch each
       variant s1_token_mean plugins 1 --routing-token mean
       variant s1_hidden16 plugins 1 --routing-hidden 16 ;;
     final)  # the base and the finalists on the whole validation split
