@@ -44,6 +44,12 @@ class RtsMixture:
         if not (math.isfinite(self.part_clicks) and 0 <= self.part_clicks <= 1):
             raise ValueError(f"RTS part_clicks must be in [0, 1], got {self.part_clicks}")
 
+    @classmethod
+    def saved_values(cls, values: Dict) -> Dict:
+        """Every setting of a mixture dict saved by some release: those it predates read as
+        `MIXTURE_ABSENT_MEANS`, the rest of the missing as defaults."""
+        return {**cls().to_dict(), **MIXTURE_ABSENT_MEANS, **values}
+
     def rates(self) -> Dict[str, float]:
         """Normalised rate of each prompt kind."""
         raw = dict(zip(KINDS, (self.gt_box, self.noisy_box, self.points, self.box_points)))

@@ -26,10 +26,9 @@ from .checkpoints import (
 )
 from .losses import bce_dice_loss
 from .modeling import PluginConfig, StableSam
-from .modeling.plugin_config import ABSENT_MEANS as PLUGIN_ABSENT_MEANS
 from .prompts import object_rng
 from .reports import remove_stale_temps, save_figure, write_text
-from .rts import GT_BOX_ONLY, MIXTURE_ABSENT_MEANS, RtsMixture, sample_rts_prompt
+from .rts import GT_BOX_ONLY, RtsMixture, sample_rts_prompt
 
 CHECKPOINT_FORMAT = "stablesam-train-checkpoint"
 RESUME_KEYS = ("tune", "batch_size", "lr", "seed", "rts", "mixture", "plugin", "data", "model", "total_steps")
@@ -204,13 +203,13 @@ def set_trainable(model: StableSam, tune: str) -> List[nn.Parameter]:
 
 def with_defaults(config: Dict) -> Dict:
     """A TrainConfig dict with the plugin and mixture options added since it was written filled
-    in with what leaving them out meant then (`ABSENT_MEANS`), so checkpoints of earlier
+    in with what leaving them out meant then (`saved_values`), so checkpoints of earlier
     releases still resume."""
     out = dict(config)
     if out.get("plugin"):
-        out["plugin"] = {**PluginConfig().to_dict(), **PLUGIN_ABSENT_MEANS, **out["plugin"]}
+        out["plugin"] = PluginConfig.saved_values(out["plugin"])
     if isinstance(out.get("mixture"), dict):
-        out["mixture"] = {**RtsMixture().to_dict(), **MIXTURE_ABSENT_MEANS, **out["mixture"]}
+        out["mixture"] = RtsMixture.saved_values(out["mixture"])
     return out
 
 

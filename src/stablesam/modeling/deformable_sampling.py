@@ -36,7 +36,8 @@ class DeformableSamplingPlugin(nn.Module):
     x*_{p+Δp} is x*_p sampled bilinearly at p + Δp. Initialised as the identity: the first
     1x1 conv is the identity matrix and the offset conv is zero, so x*_{p+Δp} = x_p.
 
-    Options (off by default): `projection=False` drops the 1x1 conv (x*_p = x_p);
+    Options (the constructor's defaults are the paper's plugin; `PluginConfig`'s defaults turn on
+    `projection_rank` and `offset_width` 32): `projection=False` drops the 1x1 conv (x*_p = x_p);
     `projection_rank` r > 0 makes it identity + rank r (`LowRankProjection`); `offset_width`
     r > 0 runs the offset net on r channels (a 1x1 conv C -> r first: DWConv, LN and GELU then
     touch r instead of C channels per cell); `amplitude` adds a per-cell modulation m_p = 2 sigmoid(z_p) from

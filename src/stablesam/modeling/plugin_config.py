@@ -96,9 +96,15 @@ class PluginConfig:
         return cls(**values)
 
     @classmethod
+    def saved_values(cls, values: Dict[str, Any]) -> Dict[str, Any]:
+        """Every option of a config dict saved by some release: those it predates read as
+        `ABSENT_MEANS` (what leaving them out meant then), the rest of the missing as defaults."""
+        return {**cls().to_dict(), **ABSENT_MEANS, **values}
+
+    @classmethod
     def from_saved(cls, values: Dict[str, Any]) -> "PluginConfig":
-        """The config a plugin file records; options the file predates read as `ABSENT_MEANS`."""
-        return cls.from_dict({**ABSENT_MEANS, **values})
+        """The config a plugin file records (`saved_values`)."""
+        return cls.from_dict(cls.saved_values(values))
 
 
 # What a config written before an option existed meant by leaving it out: the paper's plugin.
