@@ -6,6 +6,7 @@ features) next to the embedding itself."""
 
 import hashlib
 import os
+import warnings
 import zlib
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
@@ -16,6 +17,7 @@ from torch import nn
 
 from .backends import Embedding, backend_for
 from .checkpoints import atomic_torch_save, encoder_fingerprint
+from .outputs import creation_problem, nearest_folder
 
 CACHE_FORMAT = 2  # 2: each entry carries a CRC-32 of its tensor bytes
 
@@ -28,6 +30,14 @@ def tensor_checksum(t: torch.Tensor, extras: Optional[Dict[str, List[torch.Tenso
         for x in extras[key]:
             crc = zlib.crc32(x.contiguous().reshape(-1).view(torch.uint8).numpy(), crc)
     return crc
+
+
+class CacheError(ValueError):
+    """A cache path that cannot be a folder (a file, a link to nothing, a link loop)."""
+
+
+class CacheWarning(UserWarning):
+    """The cache cannot be written: it is read only, new embeddings stay in memory."""
 
 
 def default_cache_dir() -> Path:
@@ -52,15 +62,36 @@ class EmbeddingCache:
     Writes are atomic (temporary file + rename); an unreadable or inconsistent entry (wrong
     format, key, sizes or shape, or tensor bytes that do not match the CRC-32 stored with them)
     is deleted and recomputed. `root=None` keeps everything in memory only. `encoder_calls` counts encoder
-    runs (what the cache exists to avoid).
+    runs (what the cache exists to avoid). A cache that cannot be written (`read_only`, or found
+    so at a write, with one `CacheWarning`) reads its entries, recomputes damaged ones in memory
+    without deleting them, and keeps new embeddings in memory.
     """
 
-    def __init__(self, root: Optional[Union[str, Path]] = None, memory_items: int = 4):
+    def __init__(self, root: Optional[Union[str, Path]] = None, memory_items: int = 4, read_only: bool = False):
         self.root = Path(root) if root is not None else None
         self.memory_items = memory_items
+        self.read_only = read_only
         self._memory: Dict[str, Embedding] = {}
         self._fingerprints: Dict[int, str] = {}
         self.encoder_calls = 0
+
+    @classmethod
+    def checked(cls, root: Union[str, Path], memory_items: int = 4) -> "EmbeddingCache":
+        """A cache on `root`, checked first: CacheError when `root` cannot be a folder; read-only
+        with a CacheWarning when no file can be created there."""
+        existing, problem = nearest_folder(Path(root))
+        if problem:
+            raise CacheError(problem)
+        cache = cls(root, memory_items)
+        problem = creation_problem(existing)
+        if problem:
+            cache.stop_writing(problem)
+        return cache
+
+    def stop_writing(self, why: str) -> None:
+        self.read_only = True
+        warnings.warn(f"embedding cache {self.root}: {why}; its entries are read, new embeddings are kept "
+                      "in memory only", CacheWarning, stacklevel=3)
 
     def model_key(self, sam: nn.Module) -> str:
         key = self._fingerprints.get(id(sam))
@@ -90,23 +121,21 @@ class EmbeddingCache:
         if hit is None:
             hit = encode_image(sam, image)
             self.encoder_calls += 1
-            if self.root is not None:
-                features = hit.features.detach().cpu()
-                extras = {k: [t.detach().cpu() for t in v] for k, v in hit.extras.items()}
-                atomic_torch_save(
-                    {
-                        "format": CACHE_FORMAT,
-                        "key": key,
-                        "features": features,
-                        **({"extras": extras} if extras else {}),
-                        "crc32": tensor_checksum(features, extras),
-                        "input_size": list(hit.input_size),
-                        "original_size": list(hit.original_size),
-                    },
-                    self.path(key),
-                )
+            if self.root is not None and not self.read_only:
+                self._write(key, hit)
         self._remember(key, hit)
         return hit
+
+    def _write(self, key: str, hit: Embedding) -> None:
+        features = hit.features.detach().cpu()
+        extras = {k: [t.detach().cpu() for t in v] for k, v in hit.extras.items()}
+        entry = {"format": CACHE_FORMAT, "key": key, "features": features, **({"extras": extras} if extras else {}),
+                 "crc32": tensor_checksum(features, extras), "input_size": list(hit.input_size),
+                 "original_size": list(hit.original_size)}
+        try:
+            atomic_torch_save(entry, self.path(key))
+        except OSError as e:
+            self.stop_writing(f"cannot write {e.filename or self.path(key)} ({e.strerror or e})")
 
     def _read(self, key: str, sam: nn.Module, image_size: Tuple[int, int]) -> Optional[Embedding]:
         path = self.path(key)
@@ -126,7 +155,11 @@ class EmbeddingCache:
         except Exception:  # any unreadable entry (truncated, garbage) is simply recomputed
             ok = False
         if not ok:
-            path.unlink(missing_ok=True)
+            if not self.read_only:
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    pass  # a folder that lets us read but not delete: recomputed in memory
             return None
         device = backend_for(sam).device(sam)
         return Embedding(features, obj["input_size"], obj["original_size"], extras).to(device)

@@ -20,10 +20,29 @@ MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
 ENCODER_WIDTH = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 PLUGIN_FORMAT = "stablesam-plugin"
 PLUGIN_FORMAT_VERSION = 1
+PLUGIN_MAX_BYTES = 64 * 2**20  # plugin files are a few hundred kB
+DECODER_MAX_BYTES = 512 * 2**20  # a tuned SAM decoder (and prompt encoder) is tens of MB
 
 
 class CheckpointError(ValueError):
     """A checkpoint or plugin file that cannot be used, with the reason."""
+
+
+def unpickling_reason(e: Exception) -> str:
+    """The line of a weights_only refusal that names what was refused (torch's message is many
+    lines of advice around it)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    reason = (named or lines or [type(e).__name__])[0]
+    return reason.split("error: ", 1)[-1][:200]
+
+
+def check_size(path: PathLike, limit: int, kind: str) -> None:
+    """Refuse a file over `limit` bytes before reading it."""
+    size = Path(path).stat().st_size if Path(path).is_file() else 0
+    if size > limit:
+        raise CheckpointError(f"{path}: {size / 2**20:,.0f} MB is too large for {kind} (the limit is "
+                              f"{limit / 2**20:.0f} MB); not read")
 
 
 def read_weights(path: PathLike, device: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
@@ -36,7 +55,7 @@ def read_weights(path: PathLike, device: Union[str, torch.device] = "cpu") -> Di
     except pickle.UnpicklingError as e:
         raise CheckpointError(
             f"{path}: refused by torch.load(weights_only=True): it holds objects other than "
-            f"tensors and plain containers ({str(e).splitlines()[0]})"
+            f"tensors and plain containers ({unpickling_reason(e)})"
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
@@ -189,9 +208,11 @@ def save_plugin(model: StableSam, path: PathLike, base_name: str, meta: Optional
 
 def read_plugin(path: PathLike) -> Dict[str, Any]:
     """Read and validate a plugin file; returns its dict (config, state_dict, base, meta)."""
+    check_size(path, PLUGIN_MAX_BYTES, "a plugin file")
     obj = read_weights(path, "cpu")
     if obj.get("format") != PLUGIN_FORMAT:
         raise CheckpointError(f"{path}: not a stablesam plugin file (no '{PLUGIN_FORMAT}' marker)")
+    check_fields(obj, path, "plugin", {"config": dict, "state_dict": dict, "base": dict, "meta": dict})
     if obj.get("format_version", 0) > PLUGIN_FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: plugin format version {obj['format_version']} is newer than this stablesam "
@@ -202,6 +223,21 @@ def read_plugin(path: PathLike) -> Dict[str, Any]:
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: bad plugin config: {e}") from None
     return obj
+
+
+def check_fields(obj: Dict[str, Any], path: PathLike, kind: str, types: Dict[str, type]) -> None:
+    """Refuse a file whose format_version is no whole number or whose fields (those present)
+    have other types than `types` (a damaged or hand-made file)."""
+    version = obj.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise CheckpointError(f"{path}: damaged {kind} file: format_version is {version!r}, not a whole number")
+    for key, kind_of in types.items():
+        if key in obj and not isinstance(obj[key], kind_of):
+            raise CheckpointError(f"{path}: damaged {kind} file: {key!r} is a {type(obj[key]).__name__}, "
+                                  f"not a {kind_of.__name__}")
+    family = obj.get("base", {}).get("family", "sam1")
+    if not isinstance(family, str):
+        raise CheckpointError(f"{path}: damaged {kind} file: base family is {family!r}, not a name")
 
 
 def check_base(sam: torch.nn.Module, obj: Dict[str, Any], path: PathLike, force: bool, why: str) -> None:
@@ -301,9 +337,11 @@ def save_decoder(sam: torch.nn.Module, path: PathLike, base_name: str, base_fing
 
 def load_decoder(sam: torch.nn.Module, path: PathLike, force: bool = False) -> None:
     """Load decoder-tuned weights into `sam` in place (refuses another base unless force)."""
+    check_size(path, DECODER_MAX_BYTES, "a decoder file")
     obj = read_weights(path, "cpu")
     if obj.get("format") != DECODER_FORMAT:
         raise CheckpointError(f"{path}: not a stablesam decoder file (no '{DECODER_FORMAT}' marker)")
+    check_fields(obj, path, "decoder", {"state_dict": dict, "prompt_encoder": dict, "base": dict, "meta": dict})
     check_base(sam, obj, path, force, "decoder weights belong to the SAM they were tuned from")
     try:
         backend_for(sam).decoder(sam).load_state_dict(obj["state_dict"])

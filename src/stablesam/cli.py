@@ -103,6 +103,31 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
 
 
+def open_cache(args: argparse.Namespace):
+    """The embedding cache of --cache / --no-cache: a path that cannot be a folder is a
+    UsageError; one that cannot be written is read only (with a warning)."""
+    from .cache import CacheError, EmbeddingCache, default_cache_dir
+
+    if args.no_cache:
+        return EmbeddingCache(None)
+    root = args.cache or default_cache_dir()
+    try:
+        return EmbeddingCache.checked(root)
+    except CacheError as e:
+        raise UsageError(f"--cache {root}: {e}") from None
+
+
+def check_out_folder(out: str) -> None:
+    """--out of eval and train: a folder that exists or can be made, where files can be created."""
+    from pathlib import Path
+
+    from .outputs import folder_problem
+
+    problem = folder_problem(Path(out))
+    if problem:
+        raise UsageError(f"--out {out}: {problem}")
+
+
 def open_datasets(args: argparse.Namespace) -> list:
     from .data import DataError, load_split
     from .layouts import parse_spec

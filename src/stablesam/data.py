@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from .images import InputError, load_image
+from .outputs import broken_link
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 MASK_MODES = ("auto", "threshold", "nonzero", "instances")
@@ -198,18 +199,17 @@ class FolderDataset(_Dataset):
         side_by_side = image_dir.resolve() == mask_dir.resolve()
         image_exts = IMAGE_EXTENSIONS - {".png"} if side_by_side else IMAGE_EXTENSIONS
         images: dict[str, list[Path]] = {}
-        for p in image_dir.iterdir():
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in image_exts:
-                if wanted is None or p.stem in wanted:
+        masks: dict[str, Path] = {}
+        for is_mask, folder, exts in ((False, image_dir, image_exts), (True, mask_dir, {".png"})):
+            for p in sorted(folder.iterdir()):
+                if p.name.startswith(".") or p.suffix.lower() not in exts or (wanted is not None and p.stem not in wanted):
+                    continue
+                if broken_link(p):  # a link loop or a link to a missing file: reported, not dropped
+                    self._bad(broken_link(p))
+                elif p.is_file() and is_mask:
+                    masks[p.stem] = p
+                elif p.is_file():
                     images.setdefault(p.stem, []).append(p)
-        masks = {
-            p.stem: p
-            for p in mask_dir.iterdir()
-            if p.is_file()
-            and not p.name.startswith(".")
-            and p.suffix.lower() == ".png"
-            and (wanted is None or p.stem in wanted)
-        }
         pairs = []
         for stem in sorted(images.keys() | masks.keys()):
             found = images.get(stem, [])

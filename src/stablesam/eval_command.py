@@ -3,7 +3,7 @@
 import argparse
 
 from . import __version__
-from .cli import UsageError, open_datasets, package_version
+from .cli import UsageError, check_out_folder, open_cache, open_datasets, package_version
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -14,7 +14,6 @@ def run_eval(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .cache import EmbeddingCache, default_cache_dir
     from .evaluation import EvalConfig, evaluate
     from .models import DEFAULT_SPEC, SpecError, build_segmenter, parse_model_spec
     from .prompts import parse_prompts
@@ -48,10 +47,11 @@ def run_eval(args: argparse.Namespace) -> int:
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise UsageError(f"--model given twice: {names}")
+    check_out_folder(args.out)
     datasets = open_datasets(args)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    cache = EmbeddingCache(None if args.no_cache else (args.cache or default_cache_dir()))
+    cache = open_cache(args)
     try:
         segmenters = [build_segmenter(s, cache, args.device, args.force, args.seed) for s in specs]
     except SpecError as e:
@@ -78,7 +78,10 @@ def run_eval(args: argparse.Namespace) -> int:
             "command": "stablesam " + shlex.join(args.argv), "versions": versions,
             "multimask": args.multimask, "bad_files": bad_files}
     models = [s.name for s in segmenters]
-    files = write_reports(result, models, Path(args.out), meta, clicks, click_config)
+    try:
+        files = write_reports(result, models, Path(args.out), meta, clicks, click_config)
+    except OSError as e:
+        raise UsageError(f"cannot write {e.filename or args.out}: {e.strerror or e}") from None
     if result is not None:
         print(markdown_tables(result, models))
     if clicks is not None:

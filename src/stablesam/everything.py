@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from .images import InputError, load_image
+from .outputs import OutputError, folder_problem
 from .reports import write_text
 from .segment import write_image
 
@@ -63,6 +64,9 @@ def check_folder(out: Path, image_path: Path) -> None:
         raise InputError(f"--out {out} holds other files; give a new or empty folder (or one --everything wrote)")
     if out.is_dir() and image_path.resolve().parent == out.resolve():
         raise InputError(f"--out {out} holds the image {image_path.name}; it would be replaced")
+    problem = folder_problem(out.parent)  # the new folder is made beside it, then renamed
+    if problem:
+        raise OutputError(f"--out {out}: {problem}")
 
 
 def colour_overlay(image: np.ndarray, masks: List[np.ndarray], seed: int = 0) -> np.ndarray:
@@ -143,7 +147,10 @@ def run_everything(args: argparse.Namespace) -> int:
         "image": str(image_path), "width": image.shape[1], "height": image.shape[0], "model": spec.text,
         "plugins": model.plugins_enabled, "settings": settings, "count": len(records), "masks": summary,
     }, indent=2)
-    replace_folder(out, files)
+    try:
+        replace_folder(out, files)
+    except OSError as e:
+        raise OutputError(f"cannot write {e.filename or out}: {e.strerror or e}; {out} is unchanged") from None
     print(f"model: {spec.text} (plugins {'on' if model.plugins_enabled else 'off'})")
     print(f"{len(records)} masks from a {args.points_per_side}x{args.points_per_side} grid (predicted IoU > "
           f"{settings['pred_iou_thresh']}, stability >= {settings['stability_score_thresh']})"

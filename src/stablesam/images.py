@@ -16,6 +16,8 @@ Whatever Pillow opens becomes an (H, W, 3) uint8 RGB array the model can use, or
   upright; datasets pass `exif=False`, since their masks are drawn on the stored pixels.
 - `max_pixels` (width x height) is checked on the header, before any pixel is decoded; images
   over Pillow's own decompression-bomb limit are refused whatever `max_pixels` says.
+- An animation or a multi-page file (GIF, APNG, WebP, TIFF with several frames) is refused: which
+  frame was meant is not ours to guess. A camera's MPO JPEG (a photo and its previews) is the photo.
 """
 
 import io
@@ -74,6 +76,14 @@ def to_rgb8(im: Image.Image) -> np.ndarray:
         raise InputError(f"image mode {im.mode} cannot be converted to RGB") from None
 
 
+def frame_count(im: Image.Image) -> int:
+    """Frames of an animation or multi-page file; 1 for a still (and for an MPO camera JPEG,
+    whose other frames are previews of the same photo)."""
+    if im.format == "MPO" or not getattr(im, "is_animated", False):
+        return 1
+    return int(getattr(im, "n_frames", 2))
+
+
 def check_pixels(width: int, height: int, max_pixels: Optional[int], min_side: int) -> None:
     if max_pixels is not None and width * height > max_pixels:
         raise LimitError(f"the image is {width}x{height} = {width * height / 1e6:.1f} MP; the limit is "
@@ -111,6 +121,10 @@ def decode(source: ImageSource, exif: bool, max_pixels: Optional[int], min_side:
             im = Image.open(stream)  # reads the header only
         with im:
             check_pixels(*im.size, max_pixels, min_side)
+            frames = frame_count(im)
+            if frames > 1:
+                raise InputError(f"the file holds {frames} frames (an animated or multi-page {im.format}); only "
+                                 "single images are read: save the frame you want as its own file")
             im.load()
             if exif:
                 im = ImageOps.exif_transpose(im)

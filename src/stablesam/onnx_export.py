@@ -33,6 +33,7 @@ from torch.nn import functional as F
 
 from .images import InputError
 from .modeling import StableSam
+from .outputs import OutputError, check_writable
 from .reports import atomic_write
 
 INPUT_NAMES = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
@@ -155,7 +156,8 @@ def quantize_bytes(data: bytes) -> bytes:
 
 def export_onnx(model: StableSam, out: Path, opset: int = DEFAULT_OPSET, plugins: Optional[bool] = None,
                 quantize: bool = False, multimask: bool = False) -> Path:
-    """Export `model` (plugins on/off; default: as the model is) to `out`, atomically."""
+    """Export `model` (plugins on/off; default: as the model is) to `out`, atomically (a file
+    already there is replaced and keeps its permission bits)."""
     onnx = require("onnx")
     was = model.plugins_enabled
     if plugins is not None:
@@ -181,6 +183,7 @@ def run_export_onnx(args) -> int:
         raise InputError(f"--out {out}: the file name must end in .onnx")
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name")
+    check_writable(out, "--out")
     lo, hi = OPSET_RANGE
     if not lo <= args.opset <= hi:
         raise InputError(f"--opset {args.opset}: the exporter writes opsets {lo}..{hi}")
@@ -199,10 +202,14 @@ def run_export_onnx(args) -> int:
         raise InputError(f"{spec.text!r} has no plugin: --plugins on needs tiny-stable-sam or SPEC+plugin=PATH")
     if args.plugins is not None:
         model.plugins_enabled = args.plugins == "on"
-    export_onnx(model, out, args.opset, quantize=args.quantize, multimask=args.multimask)
+    replaced = out.is_file()
+    try:
+        export_onnx(model, out, args.opset, quantize=args.quantize, multimask=args.multimask)
+    except OSError as e:
+        raise OutputError(f"cannot write {e.filename or out}: {e.strerror or e}") from None
     state = "on" if model.plugins_enabled else "off"
-    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB; {spec.text}, plugins {state}, opset {args.opset}"
-          f"{', weights quantized to uint8' if args.quantize else ''})")
+    print(f"{'replaced' if replaced else 'wrote'} {out} ({out.stat().st_size / 1e6:.1f} MB; {spec.text}, "
+          f"plugins {state}, opset {args.opset}{', weights quantized to uint8' if args.quantize else ''})")
     print(f"inputs: {', '.join(INPUT_NAMES)}; outputs: {', '.join(OUTPUT_NAMES)} "
           f"({'4 masks' if args.multimask else '1 mask'} per prompt)")
     return verify_and_report(model, out, args) if args.verify else 0

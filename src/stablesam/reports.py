@@ -4,17 +4,15 @@ import csv
 import glob
 import io
 import json
-import os
 import re
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-from .checkpoints import current_umask
 from .evaluation import OPTIONAL_SCORES, EvalResult
+from .outputs import write_together
 from .prompts import parse_prompt
 
 METRICS = (("mIoU", "mIoU"), ("mBIoU", "mBIoU"), ("stability", "stability (mean pairwise IoU)"),
@@ -23,17 +21,9 @@ METRICS = (("mIoU", "mIoU"), ("mBIoU", "mBIoU"), ("stability", "stability (mean 
 
 
 def atomic_write(path: Path, write: Callable) -> None:
-    """write(f) into a temporary file beside `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """write(f) into a temporary file beside `path`, then rename it into place (a replaced file
+    keeps its mode; `outputs.write_together` writes several files all or none)."""
+    write_together({Path(path): write})
 
 
 def remove_stale_temps(folder: Path, names: List[str]) -> None:

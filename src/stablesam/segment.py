@@ -1,7 +1,8 @@
 """`stablesam segment`: one image, a box and/or clicks, a mask (and an overlay).
 
 Every check (outputs, image, prompt, model SPEC) runs before the model does; a bad input is an
-`InputError` (the CLI prints its first line and exits with 2) and no file is written.
+`InputError` (the CLI prints its first line and exits with 2) and no file is written. The mask
+and the overlay are written together: both or neither.
 """
 
 import argparse
@@ -16,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from .images import InputError, load_image
-from .reports import atomic_write
+from .outputs import OutputError, check_writable, write_together
 
 # Output formats by extension: a mask must survive lossless (0/255 only); an overlay is a picture.
 MASK_FORMATS: Dict[str, str] = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
@@ -88,7 +89,8 @@ def overlay(image: np.ndarray, mask: np.ndarray, box: Optional[np.ndarray], poin
 
 def check_output(path: Path, formats: Dict[str, str], option: str, inputs: List[Path]) -> None:
     """Refuse an output path before any work: an extension without a fitting format, a folder,
-    or a path that is one of `inputs` (by name or, through links, by inode)."""
+    a path that is one of `inputs` (by name or, through links, by inode), or one that cannot be
+    written."""
     if path.suffix.lower() not in formats:
         raise InputError(f"{option} {path}: the extension must be one of {', '.join(formats)} "
                          f"(the file is written in the format it names)")
@@ -100,10 +102,11 @@ def check_output(path: Path, formats: Dict[str, str], option: str, inputs: List[
             same = os.path.samefile(path, other)
         if same:
             raise InputError(f"{option} {path} is the same file as {other}; it would be overwritten")
+    check_writable(path, option)
 
 
-def write_image(path: Path, array: np.ndarray) -> None:
-    """Atomically write an image in the format its extension names (`OVERLAY_FORMATS`)."""
+def image_writer(path: Path, array: np.ndarray):
+    """write(f) that writes an image in the format `path`'s extension names (`OVERLAY_FORMATS`)."""
     fmt = OVERLAY_FORMATS[path.suffix.lower()]
 
     def write(f):
@@ -111,7 +114,12 @@ def write_image(path: Path, array: np.ndarray) -> None:
         Image.fromarray(array).save(buf, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
         f.write(buf.getvalue())
 
-    atomic_write(path, write)
+    return write
+
+
+def write_image(path: Path, array: np.ndarray) -> None:
+    """Atomically write an image in the format its extension names (`OVERLAY_FORMATS`)."""
+    write_together({path: image_writer(path, array)})
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -147,10 +155,14 @@ def run_segment(args: argparse.Namespace) -> int:
                                          multimask_output=args.multimask)
     best = int(np.argmax(scores))
     mask = masks[best]
-    write_image(out, mask.astype(np.uint8) * 255)
+    files = {out: image_writer(out, mask.astype(np.uint8) * 255)}
     if args.overlay:
-        write_image(Path(args.overlay), overlay(image, mask, box, [] if points is None else points,
-                                                [] if labels is None else labels))
+        files[Path(args.overlay)] = image_writer(Path(args.overlay), overlay(
+            image, mask, box, [] if points is None else points, [] if labels is None else labels))
+    try:
+        write_together(files)
+    except OSError as e:
+        raise OutputError(f"cannot write {e.filename or out}: {e.strerror or e}; no file was written") from None
     print(f"model: {spec.name}")
     extra = f" (best of 3: {', '.join(f'{s:.3f}' for s in scores)})" if args.multimask else ""
     print(f"predicted IoU: {scores[best]:.3f}{extra}")

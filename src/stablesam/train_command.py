@@ -7,7 +7,7 @@ import sys
 from typing import List, Optional
 
 from . import __version__
-from .cli import UsageError, open_datasets
+from .cli import UsageError, check_out_folder, open_cache, open_datasets
 
 
 def init_distributed(device_arg: Optional[str]):
@@ -52,7 +52,6 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    from .cache import EmbeddingCache, default_cache_dir
     from .modeling import PluginConfig, StableSam
     from .models import SpecError, build_model, parse_model_spec
     from .rts import RtsMixture
@@ -81,12 +80,17 @@ def run_train(args: argparse.Namespace) -> int:
     except (SpecError, ValueError) as e:
         raise UsageError(str(e)) from None
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} exists and is not a folder")
+    check_out_folder(args.out)
     if (out / "checkpoint.pt").exists() and not args.resume:
         raise UsageError(f"{out} already holds a training run; pass --resume to continue it or pick another --out")
+    if (out / "checkpoint.pt").exists() and not (out / "checkpoint.pt").is_file():
+        raise UsageError(f"{out / 'checkpoint.pt'} is not a file; pick another --out")
     datasets = open_datasets(args)
     device, rank, world = init_distributed(args.device)
+    resume = args.resume and (out / "checkpoint.pt").is_file()
+    if args.resume and not resume and rank == 0:
+        print(f"stablesam train: warning: --resume: {out} holds no checkpoint.pt; starting a new run from step 0",
+              file=sys.stderr)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     try:
@@ -106,12 +110,12 @@ def run_train(args: argparse.Namespace) -> int:
         total_steps=args.steps or 0, batch_size=args.batch_size, lr=args.lr, seed=args.seed, rts=not args.no_rts,
         mixture=mixture.to_dict(), plugin=model.config.to_dict(), checkpoint_every=args.checkpoint_every,
     )
-    if args.resume and (out / "checkpoint.pt").is_file():  # a bad checkpoint is refused before any embedding
+    if resume:  # a bad checkpoint is refused before any embedding
         try:
             read_checkpoint(out / "checkpoint.pt", config, ignore=() if args.steps else ("total_steps",))
         except ResumeMismatch as e:
             raise UsageError(str(e)) from None
-    cache = EmbeddingCache(None if args.no_cache else (args.cache or default_cache_dir()))
+    cache = open_cache(args)
     if world > 1 and cache.root is not None:  # each process embeds its share, then all read the cache
         warm_cache(datasets, model, cache, rank, world, progress=rank == 0)
         dist.barrier()
@@ -135,11 +139,12 @@ def run_train(args: argparse.Namespace) -> int:
               f"{steps} steps of {args.batch_size}, {world} process(es) on {device}; "
               f"encoder runs: {cache.encoder_calls}")
     try:
-        result = train(model, objects, config, out, resume=args.resume, progress=rank == 0, base_name=spec.base_name)
+        result = train(model, objects, config, out, resume=resume, progress=rank == 0, base_name=spec.base_name)
     except ResumeMismatch as e:
         raise UsageError(str(e)) from None
-    except TrainingError as e:
-        print(f"stablesam train: error: {e}", file=sys.stderr)
+    except (TrainingError, OSError) as e:
+        what = f"cannot write {e.filename or out}: {e.strerror or e}" if isinstance(e, OSError) else e
+        print(f"stablesam train: error: {what}", file=sys.stderr)
         return 1
     if rank == 0:
         print(f"wrote {result['files']['weights']} (final loss {result['log'][-1]['loss']:.4f})"
@@ -156,7 +161,6 @@ def validate(args: argparse.Namespace, spec, out, weights, device) -> None:
     """A short eval of the base and the trained weights on --val data, printed and saved."""
     from pathlib import Path
 
-    from .cache import EmbeddingCache, default_cache_dir
     from .evaluation import EvalConfig, evaluate
     from .models import DEFAULT_SPEC, build_segmenter, parse_model_spec
     from .prompts import parse_prompts
@@ -165,7 +169,7 @@ def validate(args: argparse.Namespace, spec, out, weights, device) -> None:
     base_text = "tiny-sam" if spec.base == DEFAULT_SPEC else spec.text.split("+")[0]
     trained = parse_model_spec(f"{base_text}+{'plugin' if args.tune == 'plugins' else 'decoder'}={weights}")
     specs = [parse_model_spec(base_text), trained]
-    cache = EmbeddingCache(None if args.no_cache else (args.cache or default_cache_dir()))
+    cache = open_cache(args)
     segs = [build_segmenter(s, cache, device, args.force) for s in specs]
     val_args = argparse.Namespace(**{**vars(args), "data": args.val, "split": args.val_split})
     config = EvalConfig(parse_prompts(args.val_prompts), args.val_samples, args.seed, args.val_limit)

@@ -9,6 +9,7 @@ to a square (as SAM 2).
 """
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -122,7 +123,7 @@ class HfBackend(Backend):
 
     def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
         """`hf:DIR`: a folder written by `save_pretrained` (config.json + weights)."""
-        from ..checkpoints import CheckpointError
+        from ..checkpoints import CheckpointError, unpickling_reason
 
         require("hf")
         folder = Path(path)
@@ -131,9 +132,13 @@ class HfBackend(Backend):
             raise CheckpointError(f"{folder}: not a transformers model folder (no config.json; "
                                   "hf:DIR takes what save_pretrained writes)")
         try:
-            model_type = json.loads(config.read_text()).get("model_type")
+            saved = json.loads(config.read_text())
         except (OSError, ValueError) as e:
             raise CheckpointError(f"{config}: unreadable config ({e})") from None
+        if not isinstance(saved, dict):
+            raise CheckpointError(f"{config}: not a transformers config (a JSON {type(saved).__name__}, "
+                                  "not an object)")
+        model_type = saved.get("model_type")
         if model_type not in MODEL_TYPES:
             raise CheckpointError(f"{folder}: this is a transformers {model_type!r} model, not SamModel or Sam2Model")
         from transformers import Sam2Model, SamModel
@@ -141,7 +146,10 @@ class HfBackend(Backend):
         cls = Sam2Model if model_type == "sam2" else SamModel
         try:
             model = cls.from_pretrained(folder, local_files_only=True)
-        except (OSError, ValueError, RuntimeError) as e:
+        except pickle.UnpicklingError as e:
+            raise CheckpointError(f"{folder}: refused by torch.load(weights_only=True): its weights hold objects "
+                                  f"other than tensors ({unpickling_reason(e)})") from None
+        except Exception as e:  # transformers raises many types for a damaged folder
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise CheckpointError(f"{folder}: cannot load {cls.__name__}: {first}") from None
         return model.to(device).eval()
