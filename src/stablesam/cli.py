@@ -211,6 +211,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_label_studio(args: argparse.Namespace) -> int:
+    from .label_studio.command import InputError, run_label_studio
+
+    try:
+        return run_label_studio(args)
+    except InputError as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stablesam",
@@ -359,6 +368,13 @@ def build_parser() -> argparse.ArgumentParser:
     dm.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     dm.add_argument("--force", action="store_true", help="load a plugin file trained for another base")
     dm.set_defaults(func=cmd_demo)
+
+    from .label_studio.command import add_arguments as add_label_studio_arguments
+
+    ls = sub.add_parser("label-studio", help="Label Studio ML backend: masks from boxes and clicks, interactive",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SAM_ACCEPTED)
+    add_label_studio_arguments(ls)
+    ls.set_defaults(func=cmd_label_studio)
     return parser
 
 
