@@ -92,6 +92,11 @@ class Backend:
         n = self.decoder(model).num_mask_tokens
         return 0, 1, slice(0, 1 + n)
 
+    def prompt_token_start(self, model: nn.Module) -> int:
+        """Index of the first of the prompt's sparse tokens (box corners, clicks), which follow
+        the output tokens (HQ-SAM's HQ token included: it counts among its mask tokens)."""
+        return self.token_positions(model)[2].stop
+
     def decoder_width(self, model: nn.Module) -> int:
         return self.decoder(model).transformer_dim
 

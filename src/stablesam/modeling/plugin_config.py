@@ -1,9 +1,11 @@
 """Choices the paper leaves open, as one small config object."""
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Tuple
 
 ROUTING_TOKENS = ("mask", "iou", "mean")
+ROUTING_INPUTS = ("prompt", "iou")
 EXTRA_SITES = ("layer1", "final")
 
 
@@ -41,6 +43,13 @@ class PluginConfig:
         C channels of x*_p; r > 0: a 1x1 conv first reduces x*_p to r channels for the offset net
         (the sampled features keep all C), which makes the offset net about C/r times cheaper.
         Default 32.
+    routing_inputs: what the DRP reads besides t_o, each taken from the same tokens (after the
+        site's self-attention) and concatenated to t_o, so the routing can see prompt quality:
+        "prompt" (the mean of the prompt's own sparse tokens: box corners, clicks) and/or "iou"
+        (the IoU token, which learns to predict mask quality). Each adds C x routing_hidden
+        weights; α is still (0.5, 0.5) at init, so the untrained plugin stays SAM.
+    routing_temperature: α = softmax(z / T): T < 1 makes the routing more decisive for the same
+        logits z (and scales their gradients by 1/T); 1 is the paper's softmax.
     The other extensions are off by default; each keeps the untrained plugin exactly SAM.
     A plugin file written before an option existed reads that option as ``ABSENT_MEANS`` (the
     behaviour of that time), not as today's default.
@@ -59,9 +68,21 @@ class PluginConfig:
     projection: bool = True
     offset_width: int = 32
     projection_rank: int = 32
+    routing_inputs: Tuple[str, ...] = ()
+    routing_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_sites", tuple(self.extra_sites))  # lists from JSON / plugin files
+        object.__setattr__(self, "routing_inputs", tuple(self.routing_inputs))
+        unknown_inputs = sorted(set(self.routing_inputs) - set(ROUTING_INPUTS))
+        if unknown_inputs or len(set(self.routing_inputs)) != len(self.routing_inputs):
+            raise ValueError(f"routing_inputs must be distinct names from {ROUTING_INPUTS}, got "
+                             f"{list(self.routing_inputs)}")
+        if self.routing_token in self.routing_inputs:
+            raise ValueError(f"routing_inputs {list(self.routing_inputs)} repeats the routing token "
+                             f"{self.routing_token!r}")
+        if not (math.isfinite(self.routing_temperature) and self.routing_temperature > 0):
+            raise ValueError(f"routing_temperature must be a finite number > 0, got {self.routing_temperature}")
         unknown = sorted(set(self.extra_sites) - set(EXTRA_SITES))
         if unknown or len(set(self.extra_sites)) != len(self.extra_sites):
             raise ValueError(f"extra_sites must be distinct names from {EXTRA_SITES}, got {list(self.extra_sites)}")
@@ -85,6 +106,7 @@ class PluginConfig:
     def to_dict(self) -> Dict[str, Any]:
         values = asdict(self)
         values["extra_sites"] = list(self.extra_sites)
+        values["routing_inputs"] = list(self.routing_inputs)
         return values
 
     @classmethod

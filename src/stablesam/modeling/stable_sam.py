@@ -21,7 +21,7 @@ def build_plugin_pair(c: PluginConfig) -> Tuple[DeformableSamplingPlugin, Dynami
     """The DSP and DRP of one attention site, as `c` configures them."""
     dsp = DeformableSamplingPlugin(c.embed_dim, c.kernel_size, c.offset_range, c.amplitude, c.offset_groups,
                                    c.projection, c.offset_width, c.projection_rank)
-    return dsp, DynamicRoutingPlugin(c.embed_dim, c.routing_hidden)
+    return dsp, DynamicRoutingPlugin(c.embed_dim, c.routing_hidden, 1 + len(c.routing_inputs), c.routing_temperature)
 
 
 class StableSam(nn.Module):
@@ -62,6 +62,9 @@ class StableSam(nn.Module):
         self.plugins_enabled = True
         self.last_alpha: Optional[torch.Tensor] = None  # (B, 2) of the last engaged call
         self.last_offsets: Optional[torch.Tensor] = None  # (B, h, w, 2), grid cells
+        # With gradients on (training): site -> (α (B, 2), offsets (B, h, w, 2) or (B, h, w, G, 2))
+        # of the last call, not detached, for loss terms on the routing (`stablesam.routing_terms`).
+        self.routing_graph: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
         self._engaged = 0
         self._state: Dict[str, Any] = {}
         self._hooks = self._install_hooks()
@@ -70,6 +73,7 @@ class StableSam(nn.Module):
     def _install_hooks(self) -> List[Any]:
         transformer = self.backend.transformer(self.sam)
         self._tokens = self.backend.token_positions(self.sam)
+        self._prompt_start = self.backend.prompt_token_start(self.sam)
         hooks = [transformer.register_forward_pre_hook(self._keep_grid, with_kwargs=True)]
         for site in ("layer2",) + tuple(self.config.extra_sites):
             if site == "final":
@@ -104,14 +108,26 @@ class StableSam(nn.Module):
         self._state = {"hw": (h, w), "pe": image_pe[:1].flatten(2).transpose(1, 2).contiguous()}
 
     def _routing_token(self, tokens: torch.Tensor) -> torch.Tensor:
-        """The DRP's input t_o from the output tokens (B, n, C) (HF: (B, P, n, C))."""
+        """The DRP's input from the decoder's tokens (B, n, C) (HF: (B, P, n, C)): t_o (B, C), or
+        with `routing_inputs` t_o and those inputs concatenated, (B, (1 + len(inputs)) * C)."""
         iou, mask, out_tokens = self._tokens
         tokens = tokens.flatten(0, -3)  # HF's (B, P, n, C) -> (B * P, n, C)
         if self.config.routing_token == "iou":
-            return tokens[:, iou]
-        if self.config.routing_token == "mask":
-            return tokens[:, mask]
-        return tokens[:, out_tokens].mean(dim=1)
+            t_o = tokens[:, iou]
+        elif self.config.routing_token == "mask":
+            t_o = tokens[:, mask]
+        else:
+            t_o = tokens[:, out_tokens].mean(dim=1)
+        if not self.config.routing_inputs:
+            return t_o
+        parts = [t_o]
+        for name in self.config.routing_inputs:
+            if name == "iou":
+                parts.append(tokens[:, iou])
+            else:  # "prompt": the prompt's sparse tokens (box corners, clicks), pooled; none -> zeros
+                prompt = tokens[:, self._prompt_start:]
+                parts.append(prompt.mean(dim=1) if prompt.shape[1] else torch.zeros_like(t_o))
+        return torch.cat(parts, dim=-1)
 
     def _keep_token(self, site: str, module: nn.Module, args: Tuple, output: torch.Tensor) -> None:
         if self.active:
@@ -140,12 +156,16 @@ class StableSam(nn.Module):
                 pe = pe.expand(x.shape[0], -1, -1)
                 pe = torch.lerp(pe, dsp.resample(pe, offsets, h, w), a1)
             k, v = mixed + pe, mixed
+            raw_offsets = offsets
             if offsets.dim() == 5:  # per-group offsets: their mean is what is shown
                 offsets = offsets.mean(dim=3)
         else:
             k_in = kwargs[k_name]
             k_out = k_in.view(x.shape) if k_in.is_contiguous() else torch.empty_like(x)
             k, v, offsets = self._mix_in_chunks(dsp, x, pe, a1, k_out, h, w)
+            raw_offsets = offsets
+        if torch.is_grad_enabled() and not is_tracing():
+            self.routing_graph[site] = (alpha, raw_offsets)
         if site == "layer2":
             self.last_alpha, self.last_offsets = alpha.detach(), offsets.detach()
         return args, {**kwargs, k_name: k.view(shape), v_name: v.view(shape)}
