@@ -34,7 +34,7 @@ from segment_anything.utils.amg import build_point_grid
 from stablesam.automatic import StableSamAutomaticMaskGenerator
 from stablesam.cache import EmbeddingCache
 from stablesam.data import load_split
-from stablesam.everything import EMBEDDED_THRESHOLDS
+from stablesam.embedded import AUTOMATIC_DEFAULTS
 from stablesam.layouts import open_dataset
 from stablesam.metrics import mask_iou
 from stablesam.models import build_model, parse_model_spec
@@ -88,8 +88,8 @@ def main(argv=None) -> int:
     p.add_argument("--limit", type=int, default=None, help="first N images (round-robin over datasets)")
     p.add_argument("--model", default="tiny-stable-sam", help="a SPEC with a plugin (plugins off = SAM)")
     p.add_argument("--points-per-side", type=int, default=16)
-    p.add_argument("--pred-iou-thresh", type=float, default=EMBEDDED_THRESHOLDS[0])
-    p.add_argument("--stability-thresh", type=float, default=EMBEDDED_THRESHOLDS[1])
+    p.add_argument("--pred-iou-thresh", type=float, default=AUTOMATIC_DEFAULTS["pred_iou_thresh"])
+    p.add_argument("--stability-thresh", type=float, default=AUTOMATIC_DEFAULTS["stability_score_thresh"])
     p.add_argument("--out", type=Path, default=None, help="folder for results.json / results.md")
     args = p.parse_args(argv)
     model = build_model(parse_model_spec(args.model), "cpu").eval()

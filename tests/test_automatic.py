@@ -11,8 +11,11 @@ from conftest import perturb_plugins
 from stablesam import StableSam, StableSamAutomaticMaskGenerator
 from stablesam.cache import EmbeddingCache
 from stablesam.cli import main
-from stablesam.embedded import EXAMPLE_IMAGE
+from stablesam.automatic import automatic_defaults
+from stablesam.embedded import AUTOMATIC_DEFAULTS, EXAMPLE_IMAGE, EXAMPLES_DIR
+from stablesam.images import load_image
 from stablesam.models import build_model, parse_model_spec
+from stablesam.predictor import CPU_MAX_BATCH
 
 FIELDS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
 LOOSE = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0)  # random weights: keep masks
@@ -67,6 +70,7 @@ def small_example() -> np.ndarray:
     return np.array(im.resize((im.width // 3, im.height // 3)))
 
 
+@pytest.mark.slow
 def test_embedded_model():
     """The real embedded weights: plugins off is SAM's generator; on changes the masks."""
     image = small_example()
@@ -79,6 +83,53 @@ def test_embedded_model():
     assert_same_types(stable, plain)
     assert len(stable) != len(plain) or any(
         not np.array_equal(a["segmentation"], b["segmentation"]) for a, b in zip(stable, plain))
+
+
+@pytest.fixture(scope="module")
+def embedded_model():
+    import stablesam
+
+    return stablesam.load_model(device="cpu").eval()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["cat.jpg", "coffee.jpg"])
+def test_default_generator_finds_masks_on_the_shipped_examples(embedded_model, name):
+    """The generator's defaults are the model's: the embedded model records its calibrated
+    thresholds (with SAM's 0.88 / 0.95 it keeps no mask of either photo)."""
+    assert automatic_defaults(embedded_model) == AUTOMATIC_DEFAULTS == {
+        "pred_iou_thresh": 0.3, "stability_score_thresh": 0.5}
+    gen = StableSamAutomaticMaskGenerator(embedded_model, points_per_side=16)
+    assert (gen.pred_iou_thresh, gen.stability_score_thresh) == (0.3, 0.5)
+    records = gen.generate(load_image(EXAMPLES_DIR / name))
+    assert len(records) >= 2
+    assert all(r["predicted_iou"] > 0.3 and r["stability_score"] >= 0.5 for r in records)
+
+
+def test_given_thresholds_win_and_other_models_keep_sams(embedded_model, small_model):
+    by_name = StableSamAutomaticMaskGenerator(embedded_model, pred_iou_thresh=0.7)
+    assert (by_name.pred_iou_thresh, by_name.stability_score_thresh) == (0.7, 0.5)
+    by_position = StableSamAutomaticMaskGenerator(embedded_model, 8, 16, 0.6, 0.9)
+    assert (by_position.pred_iou_thresh, by_position.stability_score_thresh) == (0.6, 0.9)
+    assert automatic_defaults(small_model) == {}  # a model that records none: SAM's generator defaults
+    sam = StableSamAutomaticMaskGenerator(small_model)
+    assert (sam.pred_iou_thresh, sam.stability_score_thresh) == (0.88, 0.95)
+    assert build_model(parse_model_spec("tiny-sam"), "cpu").sam.stablesam_automatic_defaults == AUTOMATIC_DEFAULTS
+
+
+@pytest.mark.slow
+def test_everything_cli_uses_the_models_thresholds(embedded_model, tmp_path, capsys):
+    """`segment --everything` without thresholds = the API's default generator, same masks."""
+    path = EXAMPLES_DIR / "coffee.jpg"
+    rc, stdout, err = run(capsys, path, "--everything", "--points-per-side", 8, "--out", tmp_path / "m")
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "m" / "masks.json").read_text())
+    assert summary["settings"]["pred_iou_thresh"] == 0.3 and summary["settings"]["stability_score_thresh"] == 0.5
+    assert "predicted IoU > 0.3, stability >= 0.5" in stdout
+    api = StableSamAutomaticMaskGenerator(embedded_model, points_per_side=8, points_per_batch=CPU_MAX_BATCH)
+    records = sorted(api.generate(load_image(path)), key=lambda r: -r["area"])
+    assert summary["count"] == len(records) > 0
+    assert [m["area"] for m in summary["masks"]] == [r["area"] for r in records]
 
 
 def test_rle_output_and_shared_cache(small_model, image):

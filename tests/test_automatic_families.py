@@ -47,6 +47,7 @@ def family_model(request):
     return request.param, model
 
 
+@pytest.mark.slow
 def test_plugins_off_equals_the_family_generator_and_on_changes_it(family_model, image):
     family, model = family_model
     options = dict(LOOSE, points_per_side=4)
@@ -78,6 +79,7 @@ def test_transformers_models_have_no_generator(tmp_path):
         StableSamAutomaticMaskGenerator(model)
 
 
+@pytest.mark.slow
 def test_segment_everything_with_a_sam2_spec(tmp_path, capsys, image):
     from PIL import Image
 

@@ -20,6 +20,7 @@ def vit_b_file(tmp_path_factory):
     return path
 
 
+@pytest.mark.slow
 def test_official_checkpoint_loads(vit_b_file):
     model = load_model(vit_b_file, "vit_b", device="cpu")
     assert isinstance(model, StableSam) and not model.plugins_enabled

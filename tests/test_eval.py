@@ -84,6 +84,7 @@ def run_cli(args, capsys):
     return rc, out.out, out.err
 
 
+@pytest.mark.slow
 def test_eval_cli_end_to_end_real_data(tmp_path, capsys, fake_embedded):
     data = SHARED_DATA / "coco_mval"
     if not data.is_dir():

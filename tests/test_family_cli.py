@@ -103,6 +103,7 @@ def test_eval_and_cache_per_family(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("family,grid", [("hq", (64, 64)), ("sam2", (64, 64)), ("hf", (16, 16))])
+@pytest.mark.slow
 def test_demo_engine_each_family(family, grid, tmp_path):
     """The demo's engine (upload, encode, both models on one prompt) on each family's model
     with its plugin."""
@@ -122,6 +123,7 @@ def test_demo_engine_each_family(family, grid, tmp_path):
     assert 0.0 <= wobble["stable_sam"]["stability"] <= 1.0 and len(wobble["prompts"]["boxes"]) == 3
 
 
+@pytest.mark.slow
 def test_sam2_train_sigkill_and_resume_equals_uninterrupted(tmp_path):
     base, _ = family_files(tmp_path, "sam2")
     data = make_folder(tmp_path / "toy", n=2)
@@ -157,6 +159,7 @@ def test_sam2_train_sigkill_and_resume_equals_uninterrupted(tmp_path):
     assert losses(out) == pytest.approx(losses(tmp_path / "full"), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_sam2_torchrun_two_processes_equal_one(tmp_path):
     """Plugin training of a SAM 2.1 under torchrun (2 processes) equals one process."""
     base, _ = family_files(tmp_path, "sam2")
@@ -183,6 +186,7 @@ def test_sam2_torchrun_two_processes_equal_one(tmp_path):
 
 
 @pytest.mark.parametrize("family", ["hq", "hf"])
+@pytest.mark.slow
 def test_train_plugins_and_decoder_each_family(family, tmp_path, capsys):
     """`stablesam train` in both modes on cached embeddings; the files load back onto the base."""
     from stablesam.models import build_model, parse_model_spec

@@ -9,11 +9,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import SMALL_ARCH, build_small_sam
+from stablesam.cache import EmbeddingCache
 from stablesam.checkpoints import load_sam_file, read_plugin, read_weights, save_sam_file
 from stablesam.cli import main
+from stablesam.data import FolderDataset
+from stablesam.models import build_model, parse_model_spec
 from stablesam.rts import KINDS, RtsMixture, sample_rts_prompt
+from stablesam.training import TrainConfig, TrainStep, prepare_objects, step_items
 from test_eval import make_folder
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -80,27 +85,61 @@ def test_decoder_mode_overfits_and_touches_only_the_decoder(setup, capsys):
                  "--prompts", "gt-box", "--out", str(tmp / "ev"), "--cache", str(tmp / "cache")]) == 0
 
 
-def test_plugins_mode_learns_and_leaves_sam_bit_identical(setup, capsys):
+def png_folder(root, n=6, size=(60, 80)):
+    """make_folder's objects with lossless images: the same pixels whatever JPEG codec is installed."""
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        mask = np.zeros(size, np.uint8)
+        mask[10 + i : 40 + i, 15 : 50 + 3 * i] = 255
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(root / "images" / f"im{i}.png")
+        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
+    return root
+
+
+PLUGIN_STEPS, PLUGIN_BATCH = 80, 6
+
+
+@pytest.mark.slow
+def test_plugins_mode_learns_and_leaves_sam_bit_identical(tmp_path, capsys):
     # A random decoder gives the plugins little to steer, so first fit the base's decoder to
     # ground-truth boxes (a "trained SAM"), then train the plugins on the prompt it handles
-    # worst: single clicks.
-    sam_file, data, tmp = setup
+    # worst: single clicks, every object in every step (less gradient noise).
+    tmp = tmp_path
+    sam_file = tmp / "small_sam.pt"
+    save_sam_file(build_small_sam(), SMALL_ARCH, sam_file)
+    data = png_folder(tmp / "toy")
     assert main(train_args(sam_file, data, tmp / "base", "--tune", "decoder", "--steps", 60,
                            "--batch-size", 3, "--no-rts")) == 0
     base = f"{sam_file}+decoder={tmp / 'base' / 'decoder.pt'}"
     out = tmp / "plug"
     before = {k: v.clone() for k, v in read_weights(sam_file)["state_dict"].items()}
     tuned = read_weights(tmp / "base" / "decoder.pt")["state_dict"]
-    assert main(train_args(base, data, out, "--steps", 80, "--batch-size", 3, "--lr", 1e-2,
+    assert main(train_args(base, data, out, "--steps", PLUGIN_STEPS, "--batch-size", PLUGIN_BATCH, "--lr", 1e-2,
                            "--rts-mixture", "points=1")) == 0
-    loss = losses(out)
-    assert np.mean(loss[-8:]) < 0.75 * np.mean(loss[:8])
+    # Learning is judged on fixed prompts: every (object, clicks) pair of the run, scored with the
+    # trained plugins and without them (= the base). The logged per-step loss mixes that gain
+    # with which clicks each step drew; this paired score does not. With --seed 3 to 14 in both
+    # runs instead of 0 the ratio was 0.43-0.74: a margin that holds whatever numerics the
+    # installed versions bring.
+    model = build_model(parse_model_spec(f"sam:{base}+plugin={out / 'plugin.pt'}"), "cpu")
+    objects = prepare_objects([FolderDataset(data)], model, EmbeddingCache(tmp / "cache"), progress=False)
+    config = TrainConfig(model="", data=[], batch_size=PLUGIN_BATCH, seed=0,
+                         mixture=RtsMixture.parse("points=1").to_dict())
+    items = [item for step in range(PLUGIN_STEPS) for item in step_items(objects, step, config, 0, 1)]
+    score = TrainStep(model, config.dice_weight)
+    with torch.no_grad():
+        trained = score(items).item()
+        model.plugins_enabled = False
+        untrained = score(items).item()
+    assert trained < 0.85 * untrained, (trained, untrained)
     for k, v in read_weights(sam_file)["state_dict"].items():
         assert torch.equal(v, before[k])
     for k, v in read_weights(tmp / "base" / "decoder.pt")["state_dict"].items():
         assert torch.equal(v, tuned[k])
     plugin = read_plugin(out / "plugin.pt")
-    assert plugin["meta"]["steps"] == 80 and plugin["meta"]["tune"] == "plugins"
+    assert plugin["meta"]["steps"] == PLUGIN_STEPS and plugin["meta"]["tune"] == "plugins"
     assert (out / "loss.png").stat().st_size > 0 and (out / "config.json").is_file()
 
 
@@ -122,6 +161,7 @@ def run(args, **kw):
     return subprocess.run([sys.executable, "-m", "stablesam", *args], env=env, capture_output=True, text=True, **kw)
 
 
+@pytest.mark.slow
 def test_sigkill_and_resume_equals_uninterrupted(setup):
     sam_file, data, tmp = setup
     common = ["--steps", 24, "--batch-size", 2, "--checkpoint-every", 2, "--lr", 3e-3]
@@ -153,6 +193,7 @@ def test_sigkill_and_resume_equals_uninterrupted(setup):
     assert losses(out) == pytest.approx(losses(tmp / "full"), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_equal_one(setup):
     """Two processes train what one does; each embeds half of the 6 images into the shared cache."""
     sam_file, data, tmp = setup

@@ -10,9 +10,15 @@ With the plugins off it computes exactly what SamAutomaticMaskGenerator computes
 For HQ-SAM and SAM 2 / 2.1 the same is done with their packages' own generators
 (`stablesam.backends.hq_automatic`, `sam2_automatic`); `StableSamAutomaticMaskGenerator(model)`
 returns the one for the model's family.
+
+Default thresholds belong to the model: a model that records its own (the embedded tiny SAM,
+see `stablesam.embedded.AUTOMATIC_DEFAULTS`) gets them wherever the caller leaves them out;
+any other model gets its package generator's defaults (SAM's 0.88 / 0.95). `stablesam segment
+--everything` builds its generator the same way, so API and CLI agree.
 """
 
-from typing import Any, Optional
+import inspect
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 from segment_anything import SamAutomaticMaskGenerator
@@ -20,6 +26,23 @@ from segment_anything import SamAutomaticMaskGenerator
 from .cache import EmbeddingCache
 from .modeling import StableSam
 from .predictor import StableSamPredictor
+
+
+def automatic_defaults(model: StableSam) -> Dict[str, Any]:
+    """The generator arguments `model` records as its own defaults (e.g. {"pred_iou_thresh":
+    0.3, "stability_score_thresh": 0.5} for the embedded model); {} for a model that records
+    none, which then gets the generator's own defaults."""
+    from .embedded import AUTOMATIC_DEFAULTS_ATTR
+
+    return dict(getattr(model.sam, AUTOMATIC_DEFAULTS_ATTR, None) or {})
+
+
+def with_model_defaults(generator: type, model: StableSam, args: Tuple, kwargs: Dict[str, Any]) -> Dict[str, Any]:
+    """`kwargs` plus the model's `automatic_defaults` for each argument of `generator`'s
+    `__init__` (after the model) that the caller gave neither by position nor by name."""
+    names = list(inspect.signature(generator.__init__).parameters)[2:]  # after self, model
+    given = set(names[:len(args)]) | set(kwargs)
+    return {**{k: v for k, v in automatic_defaults(model).items() if k in names and k not in given}, **kwargs}
 
 
 class CachedImageMixin:
@@ -56,6 +79,10 @@ class StableSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):
     embedding_cache: optional `stablesam.cache.EmbeddingCache`; image embeddings then come from
     it (and are computed once per image and crop across generators sharing the cache).
 
+    Arguments left out take the model's own defaults where it records them
+    (`automatic_defaults(model)`: the embedded model's calibrated pred_iou_thresh 0.3 and
+    stability_score_thresh 0.5), else SamAutomaticMaskGenerator's (0.88 / 0.95).
+
     For an HQ-SAM or SAM 2 StableSam this returns that family's generator (the package's own
     generator with the family's Stable predictor; SAM 2's takes SAM2AutomaticMaskGenerator's
     arguments). Hugging Face models have none (transformers' mask-generation pipeline is a
@@ -74,7 +101,7 @@ class StableSamAutomaticMaskGenerator(SamAutomaticMaskGenerator):
                 f"StableSamAutomaticMaskGenerator takes a StableSam, got {type(model).__name__}; "
                 "wrap a Sam with stablesam.StableSam(sam) (or use SamAutomaticMaskGenerator for plain SAM)"
             )
-        super().__init__(model.sam, *args, **kwargs)
+        super().__init__(model.sam, *args, **with_model_defaults(SamAutomaticMaskGenerator, model, args, kwargs))
         self.stable = model
         if embedding_cache is None:
             self.predictor = StableSamPredictor(model)

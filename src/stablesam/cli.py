@@ -331,9 +331,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "one PNG per mask, overlay.png and masks.json (default IMAGE-stem_masks/)")
     sg.add_argument("--points-per-side", type=int, default=32, metavar="N", help="--everything: N x N grid (default 32)")
     sg.add_argument("--pred-iou-thresh", type=float, default=None, metavar="T",
-                    help="--everything: keep masks with predicted IoU > T (default: SAM's 0.88; embedded model 0.3)")
+                    help="--everything: keep masks with predicted IoU > T (default: the model's: embedded 0.3, "
+                         "SAM 0.88, SAM 2 0.8)")
     sg.add_argument("--stability-thresh", type=float, default=None, metavar="T",
-                    help="--everything: keep masks with stability score >= T (default: SAM's 0.95; embedded model 0.5)")
+                    help="--everything: keep masks with stability score >= T (default: the model's: embedded 0.5, "
+                         "SAM and SAM 2 0.95)")
     sg.add_argument("--min-area", type=int, default=0, metavar="PX",
                     help="--everything: remove holes and islands smaller than PX pixels (default 0: off)")
     sg.set_defaults(func=cmd_segment)

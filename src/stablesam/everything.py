@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 import cv2
 import numpy as np
@@ -26,18 +26,7 @@ from .segment import write_image
 
 SUMMARY = "masks.json"
 OVERLAY = "overlay.png"
-SAM_THRESHOLDS = (0.88, 0.95)  # SamAutomaticMaskGenerator's defaults (chosen for ViT-H)
-# The embedded tiny SAM predicts lower IoUs and softer logits: thresholds chosen on 6 training
-# images (16 x 16 grid) for about 10 masks per image and nearly the best ground-truth IoU.
-EMBEDDED_THRESHOLDS = (0.3, 0.5)
 MAX_POINTS_PER_SIDE = 128
-
-
-def default_thresholds(base: str) -> Tuple[float, float]:
-    """(pred_iou_thresh, stability_score_thresh) for a SPEC's base."""
-    from .models import EMBEDDED
-
-    return EMBEDDED_THRESHOLDS if base in EMBEDDED else SAM_THRESHOLDS
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -125,16 +114,17 @@ def run_everything(args: argparse.Namespace) -> int:
     except (SpecError, TypeError) as e:
         raise InputError(str(e)) from None
     model.eval()
-    iou_default, stability_default = default_thresholds(spec.base)
-    settings = {
-        "points_per_side": args.points_per_side,
-        "points_per_batch": 64 if model.device.type == "cuda" else CPU_MAX_BATCH,
-        "pred_iou_thresh": iou_default if args.pred_iou_thresh is None else args.pred_iou_thresh,
-        "stability_score_thresh": stability_default if args.stability_thresh is None else args.stability_thresh,
-        "min_mask_region_area": args.min_area,
-    }
+    # Thresholds not given are the model's own, exactly as for StableSamAutomaticMaskGenerator(model)
+    # in Python (the embedded model's calibrated ones, else the family generator's); what was
+    # used is read back from the generator.
+    given = {"points_per_side": args.points_per_side,
+             "points_per_batch": 64 if model.device.type == "cuda" else CPU_MAX_BATCH,
+             "pred_iou_thresh": args.pred_iou_thresh, "stability_score_thresh": args.stability_thresh,
+             "min_mask_region_area": args.min_area}
+    gen = generator(model, **{k: v for k, v in given.items() if v is not None})
+    settings = {k: getattr(gen, k, given[k]) for k in given}  # (points_per_side is not kept)
     with torch.no_grad():
-        records = generator(model, **settings).generate(image)
+        records = gen.generate(image)
     records.sort(key=lambda r: -r["area"])
     files: Dict[str, Any] = {}
     summary = []

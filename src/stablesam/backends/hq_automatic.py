@@ -4,7 +4,7 @@ from typing import Any, Optional
 
 from segment_anything_hq import SamAutomaticMaskGenerator as HqSamAutomaticMaskGenerator
 
-from ..automatic import CachedImageMixin
+from ..automatic import CachedImageMixin, with_model_defaults
 from ..cache import EmbeddingCache
 from ..predictor import check_stable
 from .hq_predictor import StableHqPredictor
@@ -28,6 +28,6 @@ class StableHqAutomaticMaskGenerator(HqSamAutomaticMaskGenerator):
         check_stable(model, "StableHqAutomaticMaskGenerator")
         if model.family != "hq":
             raise TypeError(f"StableHqAutomaticMaskGenerator takes an HQ-SAM StableSam, not a {model.family} one")
-        super().__init__(model.sam, *args, **kwargs)
+        super().__init__(model.sam, *args, **with_model_defaults(HqSamAutomaticMaskGenerator, model, args, kwargs))
         self.stable = model
         self.predictor = StableHqPredictor(model) if embedding_cache is None else CachedHqPredictor(model, embedding_cache)

@@ -4,7 +4,7 @@ from typing import Any, Optional
 
 from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
-from ..automatic import CachedImageMixin
+from ..automatic import CachedImageMixin, with_model_defaults
 from ..cache import EmbeddingCache
 from ..predictor import check_stable
 from .sam2_predictor import StableSam2Predictor
@@ -29,7 +29,7 @@ class StableSam2AutomaticMaskGenerator(SAM2AutomaticMaskGenerator):
         check_stable(model, "StableSam2AutomaticMaskGenerator")
         if model.family != "sam2":
             raise TypeError(f"StableSam2AutomaticMaskGenerator takes a SAM 2 StableSam, not a {model.family} one")
-        super().__init__(model.sam, *args, **kwargs)
+        super().__init__(model.sam, *args, **with_model_defaults(SAM2AutomaticMaskGenerator, model, args, kwargs))
         self.stable = model
         area = self.min_mask_region_area  # as SAM2AutomaticMaskGenerator builds its predictor
         options = dict(max_hole_area=area, max_sprinkle_area=area)
