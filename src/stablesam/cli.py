@@ -242,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="a model SPEC (repeat to compare; default tiny-stable-sam)")
     ev.add_argument("--prompts", default=DEFAULT_PROMPTS, help=f"comma-separated prompt types (default {DEFAULT_PROMPTS})")
     ev.add_argument("--samples", type=int, default=20, metavar="K", help="prompts per object and type (default 20)")
+    ev.add_argument("--adv-budget", type=int, default=48, metavar="N",
+                    help="adv-box@R, best-box@R, adv-point: decoder passes per object for each model's search (default 48)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--limit", type=int, default=None, metavar="N", help="first N objects of each dataset")
     ev.add_argument("--out", default="stablesam-eval", metavar="DIR", help="output folder (default ./stablesam-eval)")

@@ -36,6 +36,8 @@ def run_eval(args: argparse.Namespace) -> int:
         raise UsageError("--max-clicks must be between 1 and 1000")
     if args.samples < 1:
         raise UsageError("--samples must be >= 1")
+    if not 1 <= args.adv_budget <= 10_000:
+        raise UsageError("--adv-budget must be between 1 and 10000")
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be >= 1")
     specs = []
@@ -65,7 +67,7 @@ def run_eval(args: argparse.Namespace) -> int:
     result = clicks = None
     if "prompts" in protocols:
         result = evaluate(datasets, segmenters, EvalConfig(prompts, args.samples, args.seed, args.limit, args.multimask,
-                                                           explain=args.explain))
+                                                           explain=args.explain, adv_budget=args.adv_budget))
     if "clicks" in protocols:
         clicks = evaluate_clicks(datasets, segmenters, click_config)
     if (result is not None and not result.rows) or (clicks is not None and not clicks.rows):
@@ -73,7 +75,7 @@ def run_eval(args: argparse.Namespace) -> int:
     versions = {"stablesam": __version__, "torch": torch.__version__, "numpy": np.__version__,
                 "segment-anything": package_version("segment-anything"), "python": platform.python_version()}
     bad_files = [{"dataset": ds.name, "problem": problem} for ds in datasets for problem in ds.problems]
-    meta = {"protocols": protocols, "samples": args.samples, "seed": args.seed,
+    meta = {"protocols": protocols, "samples": args.samples, "seed": args.seed, "adv_budget": args.adv_budget,
             "prompts": [p.name for p in prompts] if result is not None else [],
             "command": "stablesam " + shlex.join(args.argv), "versions": versions,
             "multimask": args.multimask, "bad_files": bad_files}

@@ -6,10 +6,12 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
+from .adversarial import DEFAULT_BUDGET, click_space
 from .attention import AttentionProbe, grid_fraction, mass_inside, reads_from
 from .metrics import boundary_iou, mask_iou, stability
 from .models import SamSegmenter, Segmenter
 from .prompts import PromptType, generate, object_rng
+from .worst_case import run_searched
 
 EXAMPLE_PROMPTS = ("noisy-box@0.4", "points@1")  # else the first prompt type asked for
 
@@ -24,6 +26,7 @@ class EvalConfig:
     examples: int = 4  # objects kept for the example sheet
     explain: int = 0  # > 0: record the mask token's attention (share inside the object) and keep
     # this many objects' attention maps for the explain sheet
+    adv_budget: int = DEFAULT_BUDGET  # decoder passes per object for each searched prompt type
 
 
 @dataclass
@@ -32,6 +35,8 @@ class EvalResult:
     objects: List[Dict] = field(default_factory=list)  # one per model x dataset x object x prompt
     examples: List[Dict] = field(default_factory=list)  # a few objects with their predictions
     skipped: Dict[str, List[str]] = field(default_factory=dict)  # model -> prompt kinds it cannot take
+    too_small: Dict[str, Dict[str, int]] = field(default_factory=dict)  # dataset -> searched prompt ->
+    # objects with no admissible click or box
 
 
 def object_scores(masks: np.ndarray, gt: np.ndarray, ignore: Optional[np.ndarray]) -> Dict:
@@ -80,17 +85,37 @@ def evaluate(datasets: Sequence, segmenters: Sequence[Segmenter], config: EvalCo
                 continue
             prompts = {
                 p.name: generate(p, sample.mask, config.samples, object_rng(config.seed, ds.name, sample.name, p.name))
-                for p in config.prompts
+                for p in config.prompts if not p.searched
             }
+            allowed = click_space(sample.mask) if any(p.kind == "adv-point" for p in config.prompts) else None
             keep = i in example_ids  # spread over the dataset, not its first few (similar) objects
-            shown = [k for k in EXAMPLE_PROMPTS if k in prompts] or [config.prompts[0].name]
+            shown = example_prompts(config.prompts)
             example = {"dataset": ds.name, "name": sample.name, "image": sample.image, "mask": sample.mask,
-                       "prompts": {k: prompts[k][0] for k in shown}, "pred": {},
-                       "attention": {}}
+                       "prompts": {k: prompts[k][0] for k in shown if k in prompts}, "pred": {},
+                       "attention": {}, "model_prompts": {}, "iou": {}}
+            small = set()
             for seg in segmenters:
                 seg.set_image(sample.image)
                 for p in config.prompts:
-                    if not seg.accepts(p.kind):
+                    if not seg.accepts(p.kind) or p.name in small:
+                        continue
+                    if p.searched:  # each model's own worst (best) prompt, found by querying it
+                        found = run_searched(seg, p, sample, config.adv_budget,
+                                             object_rng(config.seed, ds.name, sample.name, p.name),
+                                             config.multimask, allowed)
+                        if found is None:
+                            small.add(p.name)
+                            counts = result.too_small.setdefault(ds.name, {})
+                            counts[p.name] = counts.get(p.name, 0) + 1
+                            continue
+                        record, prompt, base, mask = found
+                        result.objects.append({"model": seg.name, "dataset": ds.name, "object": sample.name,
+                                               "prompt": p.name, **record})
+                        if keep and p.name in shown:
+                            example["prompts"][p.name] = base
+                            example["model_prompts"][(seg.name, p.name)] = prompt
+                            example["pred"][(seg.name, p.name)] = mask
+                            example["iou"][(seg.name, p.name)] = record["iou"]
                         continue
                     if config.explain:
                         masks, maps, inside, offsets = predict_with_attention(
@@ -110,13 +135,23 @@ def evaluate(datasets: Sequence, segmenters: Sequence[Segmenter], config: EvalCo
                             example["attention"][(seg.name, p.name)] = (
                                 maps[0], None if offsets is None else offsets[0])
             if keep:
+                example["prompts"] = {k: example["prompts"][k] for k in shown if k in example["prompts"]}
                 result.examples.append(example)
     result.rows = aggregate(result.objects, [s.name for s in segmenters], [d.name for d in datasets],
                             [p.name for p in config.prompts])
     return result
 
 
-OPTIONAL_SCORES = ("attention_inside", "alpha1")
+def example_prompts(prompts: Sequence[PromptType]) -> List[str]:
+    """The prompt types the example sheet shows: EXAMPLE_PROMPTS (else the first type asked
+    for), and the first adv-box type (each model's own worst box)."""
+    names = [p.name for p in prompts]
+    shown = [k for k in EXAMPLE_PROMPTS if k in names] or [names[0]]
+    adv = [p.name for p in prompts if p.kind == "adv-box"]
+    return shown + [adv[0]] if adv and adv[0] not in shown else shown
+
+
+OPTIONAL_SCORES = ("attention_inside", "alpha1", "iou_base", "passes")
 
 
 def aggregate(objects: List[Dict], models: List[str], datasets: List[str], prompts: List[str]) -> List[Dict]:

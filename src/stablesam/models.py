@@ -113,7 +113,7 @@ class Segmenter:
     """Anything that turns an image and prompts into masks."""
 
     name: str = "segmenter"
-    kinds: Set[str] = {"gt-box", "noisy-box", "points"}
+    kinds: Set[str] = {"gt-box", "noisy-box", "points", "adv-box", "best-box", "adv-point"}
 
     def accepts(self, kind: str) -> bool:
         return kind in self.kinds
@@ -158,7 +158,7 @@ class GrabCutSegmenter(Segmenter):
     """
 
     name = "grabcut"
-    kinds = {"gt-box", "noisy-box"}
+    kinds = {"gt-box", "noisy-box", "adv-box", "best-box"}
 
     def __init__(self, iterations: int = 5, seed: int = 0, workers: Optional[int] = None,
                  max_side: Optional[int] = None, name: str = "grabcut"):

@@ -20,39 +20,46 @@ DEFAULT_PROMPTS = (
     "points@1,points@3,points@5"
 )
 MAX_CLICKS = 100  # points@K: K at most this
+SEARCHED = ("adv-box", "best-box", "adv-point")  # found per model by stablesam.adversarial
 _ACCEPTED = ("accepted forms: 'gt-box', 'noisy-box@S' (S a float >= 0, e.g. noisy-box@0.4), "
-             f"'points@K' (K an int in 1..{MAX_CLICKS})")
+             f"'points@K' (K an int in 1..{MAX_CLICKS}), 'adv-box@R' / 'best-box@R' (the worst / best "
+             "box within noisy-box@R's reach, R a float >= 0), 'adv-point' (the worst single click)")
 
 
 @dataclass(frozen=True)
 class PromptType:
-    kind: str  # "gt-box" | "noisy-box" | "points"
-    value: Union[None, float, int] = None  # noise scale (noisy-box) or clicks per set (points)
+    kind: str  # "gt-box" | "noisy-box" | "points" | "adv-box" | "best-box" | "adv-point"
+    value: Union[None, float, int] = None  # noise scale (noisy-box, adv-/best-box) or clicks per set (points)
 
     @property
     def name(self) -> str:
         return self.kind if self.value is None else f"{self.kind}@{self.value}"
+
+    @property
+    def searched(self) -> bool:
+        """True for the types a search finds per model (`stablesam.adversarial`), not `generate`."""
+        return self.kind in SEARCHED
 
     def __str__(self) -> str:
         return self.name
 
 
 def parse_prompt(name: Union[str, PromptType]) -> PromptType:
-    """'gt-box' | 'noisy-box@S' | 'points@K' -> PromptType."""
+    """'gt-box' | 'noisy-box@S' | 'points@K' | 'adv-box@R' | 'best-box@R' | 'adv-point' -> PromptType."""
     if isinstance(name, PromptType):
         return name
     text = str(name).strip()
     kind, sep, arg = text.partition("@")
-    if kind == "gt-box" and not sep:
-        return PromptType("gt-box")
-    if kind == "noisy-box" and sep:
+    if kind in ("gt-box", "adv-point") and not sep:
+        return PromptType(kind)
+    if kind in ("noisy-box", "adv-box", "best-box") and sep:
         try:
             scale = float(arg)
         except ValueError:
             raise ValueError(f"bad noise scale {arg!r} in prompt {text!r}; {_ACCEPTED}") from None
         if not math.isfinite(scale) or scale < 0:
             raise ValueError(f"noise scale must be finite and >= 0 in prompt {text!r}; {_ACCEPTED}")
-        return PromptType("noisy-box", scale)
+        return PromptType(kind, scale)
     if kind == "points" and sep:
         try:
             k = int(arg)
@@ -151,9 +158,15 @@ def noisy_boxes(
     w = x1 - x0, h = y1 - y0 of the box as given; back to corners, then `fix_boxes` (clip to
     [0, W - 1] x [0, H - 1], sides >= 1 px). scale = 0 gives exactly the box when it is valid.
     """
+    return box_from_noise(box, rng.uniform(-1.0, 1.0, size=(n, 4)), scale, image_size)
+
+
+def box_from_noise(box: np.ndarray, u: np.ndarray, scale: float, image_size: tuple[int, int]) -> np.ndarray:
+    """The boxes (n, 4) that `noisy_boxes` makes from its draws u (n, 4) in [-1, 1]: noisy-box@S's
+    reach is exactly u in [-1, 1]^4 (each side then moves at most S x the box's width / height)."""
     box = np.asarray(box, dtype=np.float64).reshape(4)
     w, h = box[2] - box[0], box[3] - box[1]
-    d = rng.uniform(-1.0, 1.0, size=(n, 4)) * scale * np.array([w / 2, h / 2, w, h])
+    d = np.asarray(u, dtype=np.float64).reshape(-1, 4) * scale * np.array([w / 2, h / 2, w, h])
     # Shift each corner directly (x0 + dcx - dw/2, ...) so that scale = 0 is exact in floats.
     half_dw, half_dh = d[:, 2] / 2, d[:, 3] / 2
     out = np.stack(
@@ -252,6 +265,8 @@ def point_labels(n: int, k: int) -> np.ndarray:
 def generate(prompt: Union[str, PromptType], mask: np.ndarray, n: int, rng: np.random.Generator) -> Prompts:
     """Prompts for one (H, W) mask: gt-box -> exactly 1 box; noisy-box -> n boxes; points@k -> n sets."""
     prompt = parse_prompt(prompt)
+    if prompt.searched:
+        raise ValueError(f"{prompt.name} depends on the model: stablesam.adversarial.search_prompt finds it")
     mask = np.asarray(mask)
     if prompt.kind == "gt-box":
         return Prompts(boxes=mask_to_box(mask)[None])

@@ -14,6 +14,7 @@ import numpy as np
 from .evaluation import OPTIONAL_SCORES, EvalResult
 from .outputs import write_together
 from .prompts import parse_prompt
+from .worst_case import worst_case_rows, worst_case_table
 
 METRICS = (("mIoU", "mIoU"), ("mBIoU", "mBIoU"), ("stability", "stability (mean pairwise IoU)"),
            ("attention_inside", "mask token's layer-2 attention inside the object (share of its mass)"),
@@ -68,6 +69,7 @@ def markdown_tables(result: EvalResult, models: List[str]) -> str:
         notes = "; ".join(f"{m} cannot take {', '.join(p)}" for m, p in result.skipped.items())
         out.append(f"— : no row (the model cannot take that prompt type: {notes}). "
                    "Stability needs K > 1 prompts, so gt-box (one prompt) has none.\n")
+    out.append(worst_case_table(result.rows, result.too_small))
     return "\n".join(out)
 
 
@@ -127,13 +129,15 @@ def noise_curve(result: EvalResult, models: List[str], path: Path) -> bool:
     return True
 
 
-def draw_prompt(ax, prompts) -> None:
+def draw_prompt(ax, prompts, dashed: bool = False) -> None:
+    """The first prompt of `prompts`; dashed: a thin white dashed box only (a reference box)."""
     if prompts.boxes is not None:
         from matplotlib.patches import Rectangle
 
         x0, y0, x1, y1 = prompts.boxes[0]
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor="lime", linewidth=2))
-    if prompts.point_coords is not None:
+        style = dict(edgecolor="white", linewidth=1, linestyle="--") if dashed else dict(edgecolor="lime", linewidth=2)
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, **style))
+    if prompts.point_coords is not None and not dashed:
         pts, lab = prompts.point_coords[0], prompts.point_labels[0]
         ax.scatter(pts[lab == 1, 0], pts[lab == 1, 1], c="lime", s=60, edgecolors="black", marker="*")
         ax.scatter(pts[lab == 0, 0], pts[lab == 0, 1], c="red", s=60, edgecolors="black", marker="*")
@@ -182,7 +186,12 @@ def example_sheet(result: EvalResult, models: List[str], path: Path) -> bool:
                 overlay = np.zeros((*mask.shape, 4))
                 overlay[mask] = (0.1, 0.4, 1.0, 0.55)
                 ax.imshow(overlay)
-                draw_prompt(ax, ex["prompts"][prompt])
+                # a searched prompt type: each model's own prompt (the base box dashed) and its IoU
+                draw_prompt(ax, ex.get("model_prompts", {}).get((title, prompt), ex["prompts"][prompt]))
+                if (title, prompt) in ex.get("iou", {}):
+                    draw_prompt(ax, ex["prompts"][prompt], dashed=True)
+                    ax.text(0.02, 0.98, f"IoU {ex['iou'][(title, prompt)]:.2f}", transform=ax.transAxes, va="top",
+                            fontsize=7, color="white", backgroundcolor="black")
             else:
                 ax.text(0.5, 0.5, "cannot take\nthis prompt", ha="center", va="center",
                         transform=ax.transAxes, color="white", backgroundcolor="black")
@@ -207,6 +216,8 @@ def write_reports(result: Optional[EvalResult], models: List[str], out: Path, me
         "curve": out / "noise_curve.png", "examples": out / "examples.png", "clicks": out / "click_curve.png",
     }
     summary = {"rows": result.rows if result else [], **meta, "skipped": result.skipped if result else {}}
+    if result is not None and worst_case_rows(result.rows):
+        summary.update(worst_case=worst_case_rows(result.rows), too_small=result.too_small)
     if clicks is not None:
         summary["clicks"] = {"max_clicks": click_config.max_clicks, "thresholds": list(click_config.thresholds),
                              "rows": clicks.rows}
