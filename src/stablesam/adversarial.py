@@ -9,8 +9,8 @@ deterministic search with a fixed budget of decoder passes (one pass = one promp
   ground-truth box: IoU-Base) and random u; then a pattern search in u.
 - `adv-point`: over the object's pixels more than `CLICK_MARGIN` px from its boundary (distance
   to the nearest pixel outside the object; the image border is not a boundary). Starts: the
-  pixel farthest from the boundary (the click protocol's first click: IoU-Base) and a
-  farthest-point spread of the others; then a pattern search in pixels.
+  most central of them (IoU-Base for clicks) and a farthest-point spread of the others; then a
+  pattern search in pixels.
 
 Every round is one batched call of the objective, whose values the search only compares, so
 the same code serves eval (IoU against the ground truth), the demo and training. The random
@@ -202,8 +202,8 @@ def search_click(objective: Objective, allowed: np.ndarray, budget: int, rng: np
                  maximise: bool = False) -> Optional[SearchResult]:
     """The single click among the `allowed` (H, W) pixels that minimises (maximises)
     `objective` (clicks (n, 2) x, y -> values), in at most `budget` evaluations; None when no
-    pixel is allowed. The first one tried is the allowed pixel farthest from the rest of the
-    image (largest distance transform; first in raster order on ties)."""
+    pixel is allowed. The first one tried is the most central allowed pixel (the farthest from
+    the allowed region's edge, the image border counting as edge; first in raster order on ties)."""
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
     allowed = np.asarray(allowed, dtype=bool)

@@ -8,6 +8,8 @@ API (errors are {"error": "one line"} with a 4xx status; the server keeps servin
   GET  /api/images/ID.jpg       the decoded image the model sees (EXIF orientation applied)
   POST /api/predict             {image_id, box, points, multimask} -> both models' masks, IoU, α, Δp
   POST /api/wobble              {image_id, box, points, k, scale, seed} -> heat maps, stability
+  POST /api/worst-box           {image_id, box, scale, seed, budget} -> each model's worst box near the
+                                drawn one, its mask and IoU with the other model's mask on the drawn box
 """
 
 import functools
@@ -31,6 +33,7 @@ from ..modeling import StableSam
 from ..images import MAX_PIXELS, InputError, LimitError
 from .engine import MAX_POINTS, MAX_WOBBLE, DemoEngine, Prompt, number, parse_prompt
 from .session import ImageStore, StoredImage, sizes
+from .worst_box import DEMO_BUDGET, MAX_BUDGET, worst_boxes
 
 if TYPE_CHECKING:
     import uvicorn
@@ -189,6 +192,24 @@ def create_app(
         out["ms"] = round((time.perf_counter() - start) * 1000, 1)
         return out
 
+    @api
+    async def worst_box(request: Request) -> Dict[str, Any]:
+        start = time.perf_counter()
+        body, item, prompt = await prompt_request(request)
+        if prompt.box is None or len(prompt.points):
+            raise InputError("the worst-box search takes a drawn box alone (no clicks)")
+        scale = number(body.get("scale", WOBBLE_SCALE), "noise scale")
+        if not 0 <= scale <= 1:
+            raise InputError("noise scale must be in 0..1")
+        seed, budget = body.get("seed", 0), body.get("budget", DEMO_BUDGET)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+            raise InputError("seed must be a non-negative integer")
+        if isinstance(budget, bool) or not isinstance(budget, int) or not 1 <= budget <= MAX_BUDGET:
+            raise InputError(f"budget (decoder passes per model) must be an integer in 1..{MAX_BUDGET}")
+        out = await run_in_threadpool(worst_boxes, engine, item, prompt.box, scale, budget, seed)
+        out["ms"] = round((time.perf_counter() - start) * 1000, 1)
+        return out
+
     app = Starlette(routes=[
         Route("/", index),
         Route("/api/config", config),
@@ -197,6 +218,7 @@ def create_app(
         Route("/api/examples/{name}", example, methods=["GET", "POST"]),
         Route("/api/predict", predict, methods=["POST"]),
         Route("/api/wobble", wobble, methods=["POST"]),
+        Route("/api/worst-box", worst_box, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ])
     app.state.engine = engine

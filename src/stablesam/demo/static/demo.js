@@ -8,7 +8,7 @@
   const CANVASES = ["prompt-canvas", "sam-canvas", "stable-canvas", "sam-wobble-canvas", "stable-wobble-canvas"];
   const state = {
     config: null, image: null, img: null, box: null, points: [], history: [],
-    result: null, wobble: null, seq: 0, wobbleSeq: 0, drag: null,
+    result: null, wobble: null, worst: null, seq: 0, wobbleSeq: 0, drag: null,
   };
 
   // ------------------------------------------------------------------ server
@@ -64,7 +64,7 @@
     state.image = info;
     state.img = img;
     state.box = null; state.points = []; state.history = [];
-    state.result = null; state.wobble = null; state.seq++; state.wobbleSeq++;
+    state.result = null; state.wobble = null; state.worst = null; state.seq++; state.wobbleSeq++;
     $("image-stats").textContent = `${info.name} · ${info.width}×${info.height} px · ` +
       (info.stored ? "embedding reused" : `image encoded in ${info.encoder_ms.toFixed(0)} ms (once)`);
     message("Drag a box on the image (a sloppy one is fine) or click on the object.");
@@ -95,7 +95,7 @@
   }
 
   function promptChanged() {
-    state.wobble = null;
+    state.wobble = null; state.worst = null;
     state.wobbleSeq++;
     if (!hasPrompt()) {
       state.seq++;
@@ -139,9 +139,31 @@
       if (seq !== state.seq || wseq !== state.wobbleSeq) return;
       [r.sam.img, r.stable_sam.img] = await Promise.all([loadImage(r.sam.heat), loadImage(r.stable_sam.heat)]);
       if (seq !== state.seq || wseq !== state.wobbleSeq) return;
-      state.wobble = r;
+      state.wobble = r; state.worst = null;
       message(`Wobble: ${r.k} noisy prompts (noise ${r.scale}, seed ${r.seed}) per model, decoded in ` +
         `${r.decoder_ms.toFixed(0)} ms.`);
+    } catch (e) {
+      if (wseq !== state.wobbleSeq) return;
+      message(e.message, "error");
+    }
+    update();
+  }
+
+  async function worstBox() {
+    if (!state.image || !state.box || state.points.length) return;
+    const seq = state.seq, wseq = ++state.wobbleSeq;
+    const scale = parseFloat($("wobble-scale").value), seed = parseInt($("wobble-seed").value, 10);
+    message("Worst box: searching near your box, for each model", "busy");
+    try {
+      const r = await postJson("/api/worst-box", {
+        ...promptBody(), scale: Number.isFinite(scale) ? scale : null, seed: Number.isFinite(seed) ? seed : null,
+      });
+      if (seq !== state.seq || wseq !== state.wobbleSeq) return;
+      [r.sam.img, r.stable_sam.img] = await Promise.all([loadImage(r.sam.mask), loadImage(r.stable_sam.mask)]);
+      if (seq !== state.seq || wseq !== state.wobbleSeq) return;
+      state.worst = r; state.wobble = null;
+      message(`Worst box: ${r.sam.passes} + ${r.stable_sam.passes} decoder passes (noise ${r.scale}, seed ${r.seed}) ` +
+        `in ${r.ms.toFixed(0)} ms.`);
     } catch (e) {
       if (wseq !== state.wobbleSeq) return;
       message(e.message, "error");
@@ -276,7 +298,7 @@
   function render() {
     fit();
     if (!state.image) return;
-    const r = state.result, wb = state.wobble;
+    const r = state.result, wb = state.wobble, wo = state.worst;
     // prompt
     let canvas = $("prompt-canvas"), ctx = base(canvas, 0), px = toImageSpace(ctx, canvas);
     drawPrompt(ctx, px);
@@ -290,11 +312,19 @@
       if (r && key === "stable_sam" && $("show-offsets").checked) drawArrows(ctx, px, r.stable_sam.offsets);
       drawPrompt(ctx, px);
     }
-    // wobble heat maps
-    for (const [id, key] of [["sam-wobble-canvas", "sam"], ["stable-wobble-canvas", "stable_sam"]]) {
+    // wobble heat maps, or each model's worst box and its mask
+    for (const [id, key, kind] of [["sam-wobble-canvas", "sam", "sam"], ["stable-wobble-canvas", "stable_sam", "stable"]]) {
       canvas = $(id);
-      ctx = base(canvas, wb ? 0.25 : 0.45);
+      ctx = base(canvas, wb || wo ? 0.25 : 0.45);
       canvas.dataset.heat = wb ? "1" : "";
+      canvas.dataset.worst = wo ? "1" : "";
+      if (wo) {
+        ctx.drawImage(layer(wo[key], wo[key].img, canvas.width, canvas.height, kind), 0, 0);
+        px = toImageSpace(ctx, canvas);
+        if (state.box) drawBox(ctx, state.box, px, "#fff", 1.5, true);
+        drawBox(ctx, wo[key].box, px, "rgb(230,30,30)", 2, false);
+        continue;
+      }
       if (!wb) continue;
       ctx.drawImage(layer(wb[key], wb[key].img, canvas.width, canvas.height, "heat"), 0, 0);
       px = toImageSpace(ctx, canvas);
@@ -306,7 +336,7 @@
   }
 
   function stats() {
-    const r = state.result, wb = state.wobble;
+    const r = state.result, wb = state.wobble, wo = state.worst;
     for (const [key, id, model] of [["sam", "sam", "sam"], ["stable_sam", "stable", "stable-sam"]]) {
       const a = $(`${id}-download`);
       if (r) {
@@ -330,6 +360,15 @@
         small.className = "muted";
         small.textContent = `mean predicted IoU ${wb[key].mean_iou.toFixed(3)}`;
         st.append(big, small);
+      } else if (wo) {
+        const other = key === "sam" ? "Stable-SAM" : "SAM";
+        const big = document.createElement("span");
+        big.className = "big";
+        big.textContent = `worst box: IoU ${wo[key].iou.toFixed(3)}`;
+        const small = document.createElement("span");
+        small.className = "muted";
+        small.textContent = `with ${other}'s mask on your box (${wo[key].iou_drawn.toFixed(3)} on your box)`;
+        st.append(big, small);
       }
     }
     const alpha = $("alpha");
@@ -351,6 +390,7 @@
         ($("show-offsets").checked ? `; arrows every ${o.stride === 1 ? "" : o.stride + " "}cell${o.stride === 1 ? "" : "s"}` : "");
     }
     $("wobble").disabled = !(state.image && hasPrompt());
+    $("worst-box").disabled = !(state.image && state.box && !state.points.length);
     $("undo").disabled = !state.history.length;
     $("clear").disabled = !hasPrompt();
     $("wobble-stats").textContent = wb ? `K = ${wb.k}, noise ${wb.scale}, seed ${wb.seed}; faint lines: the K prompts` : "";
@@ -417,6 +457,7 @@
   $("multimask").addEventListener("change", () => { if (state.image && hasPrompt()) predict(); });
   $("show-offsets").addEventListener("change", update);
   $("wobble").addEventListener("click", wobble);
+  $("worst-box").addEventListener("click", worstBox);
   window.addEventListener("resize", render);
 
   async function init() {
