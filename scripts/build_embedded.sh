@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Rebuild the embedded model (src/stablesam/weights/) from ../shared/data with fixed seeds:
-# the tiny SAM v2 base, then its Stable-SAM plugin, then SHA256SUMS.
+# the tiny SAM v2 base, its interactive fine-tuning (the shipped `tiny-sam`), then its Stable-SAM
+# plugin, then SHA256SUMS.
 #
-#   scripts/build_embedded.sh                  # everything (about 6.5 h of base training on this 2-core CPU)
-#   STAGE=base scripts/build_embedded.sh       # the base only (resumable: rerun the same command)
-#   STAGE=plugin scripts/build_embedded.sh     # only the plugin, on the shipped base (~10 min)
+#   scripts/build_embedded.sh                    # everything (about 6.5 h of base training on this 2-core CPU)
+#   STAGE=base scripts/build_embedded.sh         # the v2 base only (resumable: rerun the same command)
+#   STAGE=interactive scripts/build_embedded.sh  # SAM's interactive training of a v2 base (BASE=FILE, default
+#                                                # the v2 base from git; resumable; scripts/finetune_interactive.sh)
+#   STAGE=plugin scripts/build_embedded.sh       # only the plugin, on the shipped base
 #
 # The base trains 7,000 steps of 8 images x 2 prompts on one thread (bfloat16 autocast), in
 # pieces: a piece stops cleanly at --minutes (MINUTES, default 120) and the same command resumes
@@ -39,16 +42,22 @@ if [ "$STAGE" = all ] || [ "$STAGE" = base ]; then
     --minutes "${MINUTES:-120}" "${INIT_ARGS[@]}"
   step=$("$PY" -c "import torch; print(torch.load('$RUN/tiny_sam.pt', weights_only=True)['meta']['steps'])")
   if [ "$step" -lt 7000 ]; then echo "base at step $step of 7000: rerun to continue"; exit 0; fi
-  cp "$RUN/tiny_sam.pt" "$WEIGHTS/tiny_sam.pt"
+  BASE="$RUN/tiny_sam.pt"
+fi
+
+if [ "$STAGE" = all ] || [ "$STAGE" = interactive ]; then
+  BASE="${BASE:-}" RUN="$RUN/interactive" PY="$PY" DATA="$DATA" scripts/finetune_interactive.sh
+  cp "$RUN/interactive/tiny_sam.pt" "$WEIGHTS/tiny_sam.pt"
 fi
 
 if [ "$STAGE" = all ] || [ "$STAGE" = plugin ]; then
-  # Stable-SAM plugin: RTS on the training split (default plugin config), fixed seed; NPROC
+  # Stable-SAM plugin: RTS on the training split (default plugin config; PLUGIN_MIXTURE), fixed seed; NPROC
   # processes (default 2, one per core: each embeds half the images, then they train in step;
   # the result equals one process's up to float rounding).
   OMP_NUM_THREADS=1 "$PY" -m torch.distributed.run --nproc_per_node "${NPROC:-2}" --master_port 29531 \
     -m stablesam train --model "sam:$WEIGHTS/tiny_sam.pt" --tune plugins --data "${SETS[@]}" \
     --split splits/train.txt --epochs "${PLUGIN_EPOCHS:-4}" --batch-size 8 --lr 1e-3 --seed 0 \
+    ${PLUGIN_MIXTURE:+--rts-mixture "$PLUGIN_MIXTURE"} \
     --out "$RUN/plugin" --resume
   cp "$RUN/plugin/plugin.pt" "$WEIGHTS/tiny_stable_sam_plugin.pt"
   (cd "$WEIGHTS" && sha256sum tiny_sam.pt tiny_stable_sam_plugin.pt > SHA256SUMS)

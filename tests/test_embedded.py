@@ -47,15 +47,18 @@ def test_embedded_files_are_shipped_with_matching_checksums():
     assert embedded.PLUGIN_FILE.stat().st_size < 1_000_000
 
 
-def test_embedded_base_is_tiny_sam_v2_fully_trained():
+def test_embedded_base_is_tiny_sam_v2_fully_trained_then_interactively():
     """The shipped base is the architecture the package names (TINY_SAM_ARCH) at the end of its
-    schedule, trained on all five sets of the split."""
+    schedule, trained on all five sets of the split, then given SAM's interactive training
+    (prompt encoder + decoder, scripts/finetune_interactive.sh)."""
     from stablesam.modeling.small_sam import TINY_SAM_ARCH
 
     stored = torch.load(embedded.BASE_FILE, map_location="cpu", weights_only=True)
     assert stored["arch"] == TINY_SAM_ARCH
     assert stored["meta"]["steps"] == stored["meta"]["total_steps"] == 7000
     assert len(stored["meta"]["data"]["datasets"]) == 5
+    finetune = stored["meta"]["finetune"]
+    assert finetune["tune"] == "prompt+decoder" and finetune["steps"] > 0 and len(finetune["data"]) == 5
 
 
 def test_load_model_gives_the_embedded_stable_sam_and_segments_the_cup(model):

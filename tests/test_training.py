@@ -161,10 +161,15 @@ def run(args, **kw):
     return subprocess.run([sys.executable, "-m", "stablesam", *args], env=env, capture_output=True, text=True, **kw)
 
 
+@pytest.mark.parametrize("tune", [
+    [],  # the plugins, default mixture
+    ["--tune", "prompt+decoder", "--rts-mixture", "gt-box=0.5,interactive=0.5,interactive-clicks=2"],  # SAM's interactive
+], ids=["plugins", "interactive"])
 @pytest.mark.slow
-def test_sigkill_and_resume_equals_uninterrupted(setup):
+def test_sigkill_and_resume_equals_uninterrupted(setup, tune):
     sam_file, data, tmp = setup
-    common = ["--steps", 24, "--batch-size", 2, "--checkpoint-every", 2, "--lr", 3e-3]
+    common = ["--steps", 24, "--batch-size", 2, "--checkpoint-every", 2, "--lr", 3e-3, *tune]
+    weights = "decoder.pt" if tune else "plugin.pt"
     full = run(train_args(sam_file, data, tmp / "full", *common))
     assert full.returncode == 0, full.stderr
     out = tmp / "killed"
@@ -181,15 +186,17 @@ def test_sigkill_and_resume_equals_uninterrupted(setup):
     proc.wait()
     step = read_weights(out / "checkpoint.pt")["step"]
     assert 6 <= step < 24, "the run was not killed mid-way"
-    assert not (out / "plugin.pt").exists()
+    assert not (out / weights).exists()
     again = run(train_args(sam_file, data, out, *common))
     assert again.returncode == 2 and "--resume" in again.stderr
     resumed = run(train_args(sam_file, data, out, *common, "--resume"))
     assert resumed.returncode == 0, resumed.stderr
-    a = read_plugin(tmp / "full" / "plugin.pt")["state_dict"]
-    b = read_plugin(out / "plugin.pt")["state_dict"]
-    for k in a:
-        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), k
+    read = read_weights if tune else read_plugin
+    a, b = read(tmp / "full" / weights), read(out / weights)
+    parts = ["state_dict", "prompt_encoder"] if tune else ["state_dict"]
+    for part in parts:
+        for k in a[part]:
+            assert torch.allclose(a[part][k], b[part][k], atol=1e-6, rtol=0), (part, k)
     assert losses(out) == pytest.approx(losses(tmp / "full"), abs=1e-6)
 
 
@@ -246,7 +253,7 @@ def test_bad_inputs(setup, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "loss is nan at step 6" in err and "step 4) is intact" in err
     assert read_weights(out / "checkpoint.pt")["step"] == 4
-    assert not (out / "plugin.pt").exists()
+    assert not (out / weights).exists()
     monkeypatch.setattr(training, "bce_dice_loss", real)
     assert main(train_args(sam_file, data, out, "--steps", 10, "--batch-size", 4, "--resume")) == 2
     assert "belongs to another run" in capsys.readouterr().err

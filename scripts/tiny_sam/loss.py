@@ -8,7 +8,7 @@ import torch
 from segment_anything.modeling import Sam
 from torch.nn import functional as F
 
-from stablesam.losses import bce_loss, dice_loss
+from stablesam.losses import bce_loss, dice_loss, mask_ious
 
 from .augment import Batch
 
@@ -50,13 +50,7 @@ def batch_loss(sam: Sam, batch: Batch, loss_res: int, iou_weight: float,
             m = logits.shape[0]
             dice = torch.stack([dice_loss(logits[i:i + 1], target, valid) for i in range(m)])
             mask_loss = bce_loss(logits, target, valid) + dice  # (M,)
-            with torch.no_grad():
-                keep = torch.ones_like(target[0, 0], dtype=torch.bool) if valid is None else valid[0, 0] > 0.5
-                pred, gt = (logits[:, 0] > 0) & keep, (target[0] > 0.5) & keep
-                inter = (pred & gt).flatten(1).sum(1).float()
-                union = (pred | gt).flatten(1).sum(1).float()
-                iou_true = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-            iou_loss = F.mse_loss(iou_pred.float()[0], iou_true)
+            iou_loss = F.mse_loss(iou_pred.float()[0], mask_ious(logits, target, valid))
             best = mask_loss.min() if p.multimask else mask_loss[0]
             losses.append(best + iou_weight * iou_loss)
             mask_terms.append(float(best.detach()))

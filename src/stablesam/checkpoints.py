@@ -321,18 +321,25 @@ def wrap_sam(sam: torch.nn.Module, plugin: Optional[PathLike] = None, force: boo
 DECODER_FORMAT = "stablesam-decoder"
 
 
-def save_decoder(sam: torch.nn.Module, path: PathLike, base_name: str, base_fingerprint_: str, meta: Optional[Dict[str, Any]] = None) -> None:
-    """Write decoder-tuned weights (the DT baseline) with the identity of the SAM they started from."""
-    atomic_torch_save(
-        {
-            "format": DECODER_FORMAT,
-            "format_version": 1,
-            "state_dict": {k: v.detach().cpu().clone() for k, v in backend_for(sam).decoder(sam).state_dict().items()},
-            "base": {"name": base_name, "fingerprint": base_fingerprint_, "family": backend_for(sam).family},
-            "meta": dict(meta or {}),
-        },
-        path,
-    )
+def save_decoder(sam: torch.nn.Module, path: PathLike, base_name: str, base_fingerprint_: str,
+                 meta: Optional[Dict[str, Any]] = None, prompt_encoder: bool = False) -> None:
+    """Write decoder-tuned weights (the DT baseline; with prompt_encoder, the prompt encoder's
+    too, format version 2) with the identity of the SAM they started from."""
+    backend = backend_for(sam)
+
+    def cpu_state(module: torch.nn.Module) -> Dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+    obj = {
+        "format": DECODER_FORMAT,
+        "format_version": 2 if prompt_encoder else 1,
+        "state_dict": cpu_state(backend.decoder(sam)),
+        "base": {"name": base_name, "fingerprint": base_fingerprint_, "family": backend.family},
+        "meta": dict(meta or {}),
+    }
+    if prompt_encoder:
+        obj["prompt_encoder"] = cpu_state(backend.prompt_encoder(sam))
+    atomic_torch_save(obj, path)
 
 
 def load_decoder(sam: torch.nn.Module, path: PathLike, force: bool = False) -> None:
@@ -342,10 +349,16 @@ def load_decoder(sam: torch.nn.Module, path: PathLike, force: bool = False) -> N
     if obj.get("format") != DECODER_FORMAT:
         raise CheckpointError(f"{path}: not a stablesam decoder file (no '{DECODER_FORMAT}' marker)")
     check_fields(obj, path, "decoder", {"state_dict": dict, "prompt_encoder": dict, "base": dict, "meta": dict})
+    version = obj.get("format_version", 1)
+    if not isinstance(version, int) or version > 2:
+        raise CheckpointError(f"{path}: decoder format version {version!r} is not one this stablesam reads (1, 2); "
+                              "upgrade stablesam")
     check_base(sam, obj, path, force, "decoder weights belong to the SAM they were tuned from")
     try:
         backend_for(sam).decoder(sam).load_state_dict(obj["state_dict"])
-    except (RuntimeError, KeyError) as e:
+        if "prompt_encoder" in obj:
+            backend_for(sam).prompt_encoder(sam).load_state_dict(obj["prompt_encoder"])
+    except (RuntimeError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{path}: decoder weights do not fit this SAM: {str(e).splitlines()[0]}") from None
 
 

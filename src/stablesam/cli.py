@@ -268,8 +268,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help=f"the SAM to adapt (default {DEFAULT_SPEC}: plugins continue from the shipped ones; "
                          "--tune decoder always trains with the plugins off)")
     tr.add_argument("--out", required=True, metavar="DIR", help="weights, config, log, loss curve, checkpoint")
-    tr.add_argument("--tune", choices=["plugins", "decoder"], default="plugins",
-                    help="plugins: Stable-SAM's DSP + DRP only; decoder: the whole mask decoder (DT baseline)")
+    tr.add_argument("--tune", choices=["plugins", "decoder", "prompt+decoder"], default="plugins",
+                    help="plugins: Stable-SAM's DSP + DRP only; decoder: the whole mask decoder (DT baseline); "
+                         "prompt+decoder: the prompt encoder too (with interactive=W in --rts-mixture: SAM's "
+                         "interactive training, mask_input included)")
     length = tr.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=float, default=None, help="passes over the objects (default 1)")
     length.add_argument("--steps", type=int, default=None, help="optimizer steps (instead of --epochs)")
@@ -284,7 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--no-rts", action="store_true", help="ablation: ground-truth boxes only")
     tr.add_argument("--rts-mixture", default=None,
                     help="prompt mixture (default gt-box=0.1,noisy-box=0.6,points=0.2,box+points=0.1,part-clicks=0.5; "
-                         "release 0.1: gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15,part-clicks=0)")
+                         "release 0.1: gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15,part-clicks=0; "
+                         "interactive=W adds SAM's corrective-click sessions, interactive-clicks=8, deepest-clicks=0.5)")
     tr.add_argument("--no-drp", action="store_true", help="ablation: DSP without DRP (fixed α = 0.5, 0.5)")
     tr.add_argument("--offset-range", type=float, default=None, help="max |Δp| in embedding cells (default 4)")
     tr.add_argument("--sampled-pe", action="store_true", help="sample the PE at p + Δp too (default: grid PE)")
@@ -303,6 +306,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="extension: G channel groups with their own offsets (8: one per attention head; default 1)")
     tr.add_argument("--extra-sites", default="", metavar="LIST",
                     help="extension: more attentions with their own DSP + DRP: layer1, final (default: layer 2 only)")
+    tr.add_argument("--routing-inputs", default="", metavar="LIST",
+                    help="the DRP also reads: prompt (the prompt's own tokens, pooled), iou (the IoU token); "
+                         "default: the routing token only")
+    tr.add_argument("--routing-temperature", type=float, default=None, metavar="T",
+                    help="α = softmax(z / T) (default 1)")
+    tr.add_argument("--consistency", type=float, default=0.0, metavar="W",
+                    help="for gt-box and near-gt box prompts, match the frozen base's logits (self-distillation; "
+                         "default 0: off)")
+    tr.add_argument("--alpha-prior", type=float, default=0.0, metavar="W",
+                    help="for gt-box and near-gt box prompts, push α(deformed) to 0 (default 0: off)")
+    tr.add_argument("--offset-reg", type=float, default=0.0, metavar="W",
+                    help="penalise the mean squared offset, in units of --offset-range (default 0: off)")
+    tr.add_argument("--near-gt", type=float, default=0.1, metavar="S",
+                    help="box prompts with noise scale <= S count as near-gt for --consistency and --alpha-prior "
+                         "(default 0.1)")
     tr.add_argument("--val", nargs="+", default=None, metavar="PATH", help="datasets for a short eval at the end")
     tr.add_argument("--val-split", default=None, metavar="FILE", help="split list for --val")
     tr.add_argument("--val-prompts", default="gt-box,noisy-box@0.4,points@1,points@3")

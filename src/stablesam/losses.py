@@ -35,3 +35,26 @@ def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, valid: Optional[to
                   dice_weight: float = 1.0) -> torch.Tensor:
     """BCE + dice_weight * Dice for (B, 1, H, W) logits; a scalar (mean over the batch)."""
     return bce_loss(logits, target, valid).mean() + dice_weight * dice_loss(logits, target, valid)
+
+
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Tensor] = None,
+               alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """SAM's sigmoid focal loss (torchvision's), averaged over the valid pixels of each item -> (B,)."""
+    from torchvision.ops import sigmoid_focal_loss
+
+    focal = sigmoid_focal_loss(logits, target.expand_as(logits), alpha=alpha, gamma=gamma, reduction="none")
+    if valid is None:
+        return focal.flatten(1).mean(1)
+    w = valid.expand_as(focal).flatten(1)
+    return (focal.flatten(1) * w).sum(1) / w.sum(1).clamp(min=1e-6)
+
+
+@torch.no_grad()
+def mask_ious(logits: torch.Tensor, target: torch.Tensor, valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """IoU of each thresholded mask (logits > 0) with target > 0.5, on valid pixels: what SAM's IoU
+    head learns to predict. logits (M, 1, H, W), target and valid (1, 1, H, W) -> (M,); 1 when both are empty."""
+    keep = torch.ones_like(target[0, 0], dtype=torch.bool) if valid is None else valid[0, 0] > 0.5
+    pred, gt = (logits[:, 0] > 0) & keep, (target[0] > 0.5) & keep
+    inter = (pred & gt).flatten(1).sum(1).float()
+    union = (pred | gt).flatten(1).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))

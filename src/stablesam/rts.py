@@ -9,6 +9,10 @@ Whatever the prompt, the target is the whole-object mask (a click on a part is s
 with the whole object). Issue 12's study chose it ("rts_combo"): against release 0.1's
 gt-box 0.2 / noisy-box 0.4 / points 0.25 / box+points 0.15 without part clicks it keeps
 ground-truth boxes better and steadies single clicks most.
+
+The `interactive` component (off by default) is SAM's own interactive training
+(`stablesam.interactive`): a jittered box or one click, then corrective clicks from the error
+region with the previous logits as `mask_input`, a loss on every round.
 """
 
 import math
@@ -17,9 +21,10 @@ from typing import Dict, Tuple
 
 import numpy as np
 
+from .interactive import first_prompt
 from .prompts import Prompts, mask_to_box, noisy_boxes, part_points, point_labels, sample_points
 
-KINDS = ("gt-box", "noisy-box", "points", "box+points")
+KINDS = ("gt-box", "noisy-box", "points", "box+points", "interactive")
 
 
 @dataclass(frozen=True)
@@ -31,10 +36,13 @@ class RtsMixture:
     max_noise: float = 0.5  # noisy-box scale drawn from U(0, max_noise]
     max_points: int = 5  # clicks drawn from 1..max_points
     part_clicks: float = 0.5  # share of click sets drawn on one part of the object (`part_points`)
+    interactive: float = 0.0  # SAM's interactive simulation (`stablesam.interactive`)
+    interactive_clicks: int = 8  # corrective clicks per simulated session (plus two rounds without)
+    deepest_clicks: float = 0.5  # share of corrective clicks at the error's deepest point (else uniform)
 
     def __post_init__(self) -> None:
         rates = self.rates()
-        raw = (self.gt_box, self.noisy_box, self.points, self.box_points, self.max_noise)
+        raw = (self.gt_box, self.noisy_box, self.points, self.box_points, self.interactive, self.max_noise)
         if not all(math.isfinite(v) for v in raw):
             raise ValueError(f"RTS rates and max_noise must be finite numbers, got {raw}")
         if any(r < 0 for r in rates.values()) or sum(rates.values()) <= 0:
@@ -43,6 +51,10 @@ class RtsMixture:
             raise ValueError("RTS needs max_noise >= 0 and max_points >= 1")
         if not (math.isfinite(self.part_clicks) and 0 <= self.part_clicks <= 1):
             raise ValueError(f"RTS part_clicks must be in [0, 1], got {self.part_clicks}")
+        if not (math.isfinite(self.deepest_clicks) and 0 <= self.deepest_clicks <= 1):
+            raise ValueError(f"RTS deepest_clicks must be in [0, 1], got {self.deepest_clicks}")
+        if self.interactive_clicks < 1:
+            raise ValueError(f"RTS interactive_clicks must be >= 1, got {self.interactive_clicks}")
 
     @classmethod
     def saved_values(cls, values: Dict) -> Dict:
@@ -52,7 +64,7 @@ class RtsMixture:
 
     def rates(self) -> Dict[str, float]:
         """Normalised rate of each prompt kind."""
-        raw = dict(zip(KINDS, (self.gt_box, self.noisy_box, self.points, self.box_points)))
+        raw = dict(zip(KINDS, (self.gt_box, self.noisy_box, self.points, self.box_points, self.interactive)))
         total = sum(raw.values())
         return {k: v / total for k, v in raw.items()} if total > 0 else raw
 
@@ -61,10 +73,12 @@ class RtsMixture:
 
     @classmethod
     def parse(cls, text: str) -> "RtsMixture":
-        """'gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15' (missing kinds get 0), plus
-        optional 'max-noise=S', 'max-points=K' and 'part-clicks=P' (defaults as above)."""
-        names = dict(zip(KINDS, ("gt_box", "noisy_box", "points", "box_points")))
-        settings = {"max-noise": "max_noise", "max-points": "max_points", "part-clicks": "part_clicks"}
+        """'gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15,interactive=0.5' (missing kinds get
+        0), plus optional 'max-noise=S', 'max-points=K', 'part-clicks=P', 'interactive-clicks=N' and
+        'deepest-clicks=D' (defaults as above)."""
+        names = dict(zip(KINDS, ("gt_box", "noisy_box", "points", "box_points", "interactive")))
+        settings = {"max-noise": "max_noise", "max-points": "max_points", "part-clicks": "part_clicks",
+                    "interactive-clicks": "interactive_clicks", "deepest-clicks": "deepest_clicks"}
         values = {v: 0.0 for v in names.values()}
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, _, value = part.partition("=")
@@ -74,9 +88,9 @@ class RtsMixture:
                 number = float(value)
             except ValueError:
                 raise ValueError(f"bad value {value!r} for {key!r} in {text!r}") from None
-            if key == "max-points":
+            if key in ("max-points", "interactive-clicks"):
                 if not number.is_integer():
-                    raise ValueError(f"max-points must be a whole number, got {value!r}")
+                    raise ValueError(f"{key} must be a whole number, got {value!r}")
                 number = int(number)
             values[names.get(key) or settings[key]] = number
         return cls(**values)
@@ -89,9 +103,13 @@ GT_BOX_ONLY = RtsMixture(gt_box=1.0, noisy_box=0.0, points=0.0, box_points=0.0, 
 
 
 def sample_rts_prompt(mask: np.ndarray, mixture: RtsMixture, rng: np.random.Generator) -> Tuple[str, Prompts]:
-    """One training prompt for a (H, W) mask: (kind, Prompts with one prompt)."""
+    """One training prompt for a (H, W) mask: (kind, Prompts with one prompt); for "interactive",
+    the opening prompt of the simulated session."""
     rates = mixture.rates()
-    kind = KINDS[rng.choice(len(KINDS), p=np.array([rates[k] for k in KINDS]))]
+    kinds = KINDS if mixture.interactive > 0 else KINDS[:-1]  # the same draws as before the component existed
+    kind = kinds[rng.choice(len(kinds), p=np.array([rates[k] for k in kinds]))]
+    if kind == "interactive":
+        return kind, first_prompt(mask, rng)
     box = mask_to_box(mask)
     if kind == "gt-box":
         return kind, Prompts(boxes=box[None])

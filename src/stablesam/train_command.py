@@ -54,13 +54,15 @@ def run_train(args: argparse.Namespace) -> int:
 
     from .modeling import PluginConfig, StableSam
     from .models import SpecError, build_model, parse_model_spec
+    from .routing_terms import RoutingTerms
     from .rts import RtsMixture
     from .training import (ResumeMismatch, TrainConfig, TrainingError, prepare_objects, read_checkpoint, train,
-                           warm_cache)
+                           tuned_modules, warm_cache)
 
-    finite = [v for v in (args.lr, args.offset_range, args.epochs) if v is not None]
+    finite = [v for v in (args.lr, args.offset_range, args.epochs, args.routing_temperature) if v is not None]
     if not all(math.isfinite(v) for v in finite) or (args.offset_range is not None and args.offset_range <= 0):
-        raise UsageError("--lr, --epochs and --offset-range must be finite numbers (and --offset-range positive)")
+        raise UsageError("--lr, --epochs, --offset-range and --routing-temperature must be finite numbers "
+                         "(and --offset-range positive)")
     if args.batch_size < 1 or args.lr <= 0 or (args.steps is not None and args.steps < 1) or \
             (args.epochs is not None and args.epochs <= 0) or args.checkpoint_every < 1:
         raise UsageError("--batch-size, --steps, --epochs, --checkpoint-every and --lr must be positive")
@@ -71,12 +73,18 @@ def run_train(args: argparse.Namespace) -> int:
             raise SpecError("grabcut has nothing to train")
         mixture = RtsMixture.parse(args.rts_mixture) if args.rts_mixture else RtsMixture()
         sites = tuple(x.strip() for x in args.extra_sites.split(",") if x.strip()) if args.extra_sites else ()
+        inputs = tuple(x.strip() for x in args.routing_inputs.split(",") if x.strip())
         given = {"offset_range": args.offset_range, "routing_token": args.routing_token,
                  "routing_hidden": args.routing_hidden, "offset_width": args.offset_width,
-                 "projection_rank": args.projection_rank, "offset_groups": args.offset_groups}
+                 "projection_rank": args.projection_rank, "offset_groups": args.offset_groups,
+                 "routing_temperature": args.routing_temperature}
         plugin_config = PluginConfig(sampled_pe=args.sampled_pe, use_routing=not args.no_drp,
                                      amplitude=args.amplitude, projection=not args.no_projection,
-                                     extra_sites=sites, **{k: v for k, v in given.items() if v is not None})
+                                     extra_sites=sites, routing_inputs=inputs,
+                                     **{k: v for k, v in given.items() if v is not None})
+        terms = RoutingTerms(args.consistency, args.alpha_prior, args.offset_reg, args.near_gt)
+        if terms.active and args.tune != "plugins":
+            raise ValueError("--consistency, --alpha-prior and --offset-reg act on the plugins: use --tune plugins")
     except (SpecError, ValueError) as e:
         raise UsageError(str(e)) from None
     out = Path(args.out)
@@ -109,6 +117,7 @@ def run_train(args: argparse.Namespace) -> int:
         model=spec.text, data=[str(Path(p).resolve().name) for p in args.data], tune=args.tune,
         total_steps=args.steps or 0, batch_size=args.batch_size, lr=args.lr, seed=args.seed, rts=not args.no_rts,
         mixture=mixture.to_dict(), plugin=model.config.to_dict(), checkpoint_every=args.checkpoint_every,
+        terms=terms.to_dict(),
     )
     if resume:  # a bad checkpoint is refused before any embedding
         try:
@@ -130,11 +139,11 @@ def run_train(args: argparse.Namespace) -> int:
         if step >= config.total_steps:
             raise UsageError(f"--snapshot-epochs {epochs:g} is not before the end of training "
                              f"({config.total_steps} steps = {config.total_steps / per_epoch:g} epochs)")
-        config.snapshots[step] = f"{'plugin' if args.tune == 'plugins' else 'decoder'}_epochs{epochs:g}"
+        config.snapshots[step] = f"{weights_stem(args.tune)}_epochs{epochs:g}"
     steps = config.total_steps
     if rank == 0:
-        trainable = sum(p.numel() for p in (model.plugin_parameters() if args.tune == "plugins"
-                                            else model.backend.decoder(model.sam).parameters()))
+        trainable = sum(p.numel() for p in (model.plugin_parameters() if args.tune == "plugins" else
+                                            (q for m in tuned_modules(model, args.tune).values() for q in m.parameters())))
         print(f"training {args.tune} ({trainable:,} parameters) of {spec.text} on {len(objects)} objects, "
               f"{steps} steps of {args.batch_size}, {world} process(es) on {device}; "
               f"encoder runs: {cache.encoder_calls}")
@@ -157,6 +166,11 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def weights_stem(tune: str) -> str:
+    """The weights file a --tune writes (OUT/STEM.pt) and the SPEC suffix that loads it."""
+    return "plugin" if tune == "plugins" else "decoder"
+
+
 def validate(args: argparse.Namespace, spec, out, weights, device) -> None:
     """A short eval of the base and the trained weights on --val data, printed and saved."""
     from pathlib import Path
@@ -167,7 +181,7 @@ def validate(args: argparse.Namespace, spec, out, weights, device) -> None:
     from .reports import markdown_tables, write_reports
 
     base_text = "tiny-sam" if spec.base == DEFAULT_SPEC else spec.text.split("+")[0]
-    trained = parse_model_spec(f"{base_text}+{'plugin' if args.tune == 'plugins' else 'decoder'}={weights}")
+    trained = parse_model_spec(f"{base_text}+{weights_stem(args.tune)}={weights}")
     specs = [parse_model_spec(base_text), trained]
     cache = open_cache(args)
     segs = [build_segmenter(s, cache, device, args.force) for s in specs]

@@ -26,12 +26,15 @@ from .checkpoints import (
 )
 from .losses import bce_dice_loss
 from .modeling import PluginConfig, StableSam
-from .prompts import object_rng
+from .prompts import mask_to_box, object_rng
 from .reports import remove_stale_temps, save_figure, write_text
+from .interactive import image_cells, interactive_loss
 from .rts import GT_BOX_ONLY, RtsMixture, sample_rts_prompt
+from .routing_terms import RoutingTerms, is_near_gt, plugins_off
 
 CHECKPOINT_FORMAT = "stablesam-train-checkpoint"
-RESUME_KEYS = ("tune", "batch_size", "lr", "seed", "rts", "mixture", "plugin", "data", "model", "total_steps")
+RESUME_KEYS = ("tune", "batch_size", "lr", "seed", "rts", "mixture", "plugin", "data", "model", "total_steps",
+               "terms")
 
 
 class TrainingError(RuntimeError):
@@ -46,7 +49,7 @@ class ResumeMismatch(TrainingError):
 class TrainConfig:
     model: str
     data: List[str]
-    tune: str = "plugins"  # plugins | decoder
+    tune: str = "plugins"  # plugins | decoder | prompt+decoder
     total_steps: int = 0
     batch_size: int = 8
     lr: float = 1e-3
@@ -54,6 +57,7 @@ class TrainConfig:
     rts: bool = True
     mixture: Dict = field(default_factory=lambda: RtsMixture().to_dict())
     plugin: Dict = field(default_factory=dict)
+    terms: Dict = field(default_factory=lambda: RoutingTerms().to_dict())  # loss terms on the routing
     dice_weight: float = 1.0
     checkpoint_every: int = 50
     # step -> file stem: the weights are also written as OUT/STEM.pt when that step is reached.
@@ -125,8 +129,9 @@ class TrainStep(nn.Module):
     """Loss of one step's objects; what DistributedDataParallel wraps. Registers only the
     modules a step uses (not the image encoder), so DDP syncs just those."""
 
-    def __init__(self, model: StableSam, dice_weight: float):
+    def __init__(self, model: StableSam, dice_weight: float, terms: Optional[RoutingTerms] = None):
         super().__init__()
+        self.terms = terms or RoutingTerms()
         self.plugins = nn.ModuleDict(model.plugin_modules())  # every site's DSP + DRP
         self.prompt_encoder = model.backend.prompt_encoder(model.sam)
         self.mask_decoder = model.backend.decoder(model.sam)
@@ -137,7 +142,10 @@ class TrainStep(nn.Module):
     def forward(self, items: List) -> torch.Tensor:
         device = self.model.device
         losses = []
-        for obj, prompts in items:
+        for obj, prompts, session in items:
+            if session is not None:
+                losses.append(self.interactive(obj, prompts, session))
+                continue
             points = boxes = None
             if prompts.point_coords is not None:
                 c = self.transform.apply_coords(prompts.point_coords, obj.shape)
@@ -150,8 +158,36 @@ class TrainStep(nn.Module):
             logits, _ = self.model.decode(obj.embedding.to(device), points, boxes, multimask_output=False,
                                           extras=extras)
             valid = None if obj.valid is None else obj.valid.to(device)
-            losses.append(bce_dice_loss(logits, obj.target.to(device), valid, self.dice_weight))
+            loss = bce_dice_loss(logits, obj.target.to(device), valid, self.dice_weight)
+            if self.terms.active:  # consistency, α prior, offset regularisation (`routing_terms`)
+                near = self.terms.needs_near_gt and is_near_gt(prompts, mask_to_box(obj.mask()), self.terms.near_gt)
+
+                def base_logits():
+                    with plugins_off(self.model), torch.no_grad():
+                        return self.model.decode(obj.embedding.to(device), points, boxes, multimask_output=False,
+                                                 extras=extras)[0]
+
+                loss = loss + self.terms.loss(self.model, logits, near, base_logits, valid)
+            losses.append(loss)
         return torch.stack(losses).mean()
+
+    def interactive(self, obj: TrainObject, first, session: Dict) -> torch.Tensor:
+        """Loss of one simulated interactive session (`stablesam.interactive`) opened by `first`."""
+        device = self.model.device
+        emb = obj.embedding.to(device)
+        extras = {k: [t.to(device) for t in v] for k, v in obj.extras.items()}
+        target = obj.target.to(device)
+        valid = None if obj.valid is None else obj.valid.to(device)
+        img_size = self.model.backend.image_size(self.model.sam)
+
+        def decode(points, boxes, mask_input, multimask):
+            return self.model.decode(emb, points, boxes, mask_input=mask_input, multimask_output=multimask,
+                                     extras=extras)
+
+        loss, _ = interactive_loss(decode, first, lambda c: self.transform.apply_coords(c, obj.shape), target, valid,
+                                   image_cells(obj.shape, img_size, tuple(target.shape[-2:])), img_size,
+                                   session["rng"], session["clicks"], session["deepest"])
+        return loss
 
 
 def step_items(objects: List[TrainObject], step: int, config: TrainConfig, rank: int, world: int) -> List:
@@ -166,22 +202,40 @@ def step_items(objects: List[TrainObject], step: int, config: TrainConfig, rank:
     items = []
     for j in range(rank, b, world):
         obj = objects[picks[j]]
-        _, prompts = sample_rts_prompt(obj.mask(), mixture, object_rng(config.seed, "prompt", step, j))
-        items.append((obj, prompts))
+        kind, prompts = sample_rts_prompt(obj.mask(), mixture, object_rng(config.seed, "prompt", step, j))
+        session = None if kind != "interactive" else {
+            "rng": object_rng(config.seed, "interactive", step, j), "clicks": mixture.interactive_clicks,
+            "deepest": mixture.deepest_clicks}
+        items.append((obj, prompts, session))
     return items
+
+
+def tuned_modules(model: StableSam, tune: str) -> Dict[str, nn.Module]:
+    """What `--tune decoder` (the mask decoder) or `--tune prompt+decoder` (also the prompt
+    encoder: SAM's interactive training, which needs its mask_input path) trains."""
+    modules = {"mask_decoder": model.backend.decoder(model.sam)}
+    if tune == "prompt+decoder":
+        modules["prompt_encoder"] = model.backend.prompt_encoder(model.sam)
+    return modules
 
 
 def trainable_state(model: StableSam, tune: str) -> Dict[str, torch.Tensor]:
     if tune == "plugins":
         return model.plugin_state_dict()
-    return {k: v.detach().clone() for k, v in model.backend.decoder(model.sam).state_dict().items()}
+    if tune == "decoder":
+        return {k: v.detach().clone() for k, v in model.backend.decoder(model.sam).state_dict().items()}
+    return {f"{name}.{k}": v.detach().clone() for name, m in tuned_modules(model, tune).items()
+            for k, v in m.state_dict().items()}
 
 
 def load_trainable_state(model: StableSam, tune: str, state: Dict[str, torch.Tensor]) -> None:
     if tune == "plugins":
         model.load_plugin_state_dict(state)
-    else:
+    elif tune == "decoder":
         model.backend.decoder(model.sam).load_state_dict(state)
+    else:
+        for name, m in tuned_modules(model, tune).items():
+            m.load_state_dict({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(name + ".")})
 
 
 def set_trainable(model: StableSam, tune: str) -> List[nn.Parameter]:
@@ -191,11 +245,11 @@ def set_trainable(model: StableSam, tune: str) -> List[nn.Parameter]:
         params = list(model.plugin_parameters())
         for p in params:
             p.requires_grad_(True)
-    else:  # DT baseline: the whole mask decoder, plugins off
+    else:  # DT baseline: the whole mask decoder (and the prompt encoder), plugins off
         model.plugins_enabled = False
         for p in model.plugin_parameters():
             p.requires_grad_(False)
-        params = list(model.backend.decoder(model.sam).parameters())
+        params = [p for m in tuned_modules(model, tune).values() for p in m.parameters()]
         for p in params:
             p.requires_grad_(True)
     return params
@@ -210,6 +264,7 @@ def with_defaults(config: Dict) -> Dict:
         out["plugin"] = PluginConfig.saved_values(out["plugin"])
     if isinstance(out.get("mixture"), dict):
         out["mixture"] = RtsMixture.saved_values(out["mixture"])
+    out["terms"] = RoutingTerms.saved_values(out.get("terms"))
     return out
 
 
@@ -271,9 +326,10 @@ def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out
         raise TrainingError("no usable training objects")
     fingerprint = base_fingerprint(model.sam)
     params = set_trainable(model, config.tune)
-    step_module = TrainStep(model, config.dice_weight)
-    # The decoder's IoU head gets no gradient from the mask loss, hence find_unused_parameters.
-    runner = DistributedDataParallel(step_module, find_unused_parameters=config.tune == "decoder") \
+    step_module = TrainStep(model, config.dice_weight, RoutingTerms(**config.terms))
+    # The decoder's IoU head gets no gradient from the mask loss (nor mask_input's path without
+    # interactive sessions), hence find_unused_parameters.
+    runner = DistributedDataParallel(step_module, find_unused_parameters=config.tune != "plugins") \
         if distributed else step_module
     optimizer = torch.optim.Adam(params, lr=config.lr)
     ckpt_path = out / "checkpoint.pt"
@@ -347,5 +403,6 @@ def write_weights(model: StableSam, config: TrainConfig, out: Path, base_name: s
         save_plugin(model, path, base_name=base_name, meta=meta)
     else:
         path = out / f"{stem or 'decoder'}.pt"
-        save_decoder(model.sam, path, base_name, fingerprint, meta=meta)
+        save_decoder(model.sam, path, base_name, fingerprint, meta=meta,
+                     prompt_encoder=config.tune == "prompt+decoder")
     return path

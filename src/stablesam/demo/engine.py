@@ -8,6 +8,7 @@ import base64
 import math
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
@@ -26,6 +27,7 @@ from .session import ImageStore, StoredImage, decode_upload, image_id, to_jpeg
 MAX_POINTS = 32
 MAX_WOBBLE = 64
 ARROWS_PER_SIDE = 16  # offsets are drawn every grid // 16 cells (every 2nd for a 32 x 32 grid)
+MAX_STAGES = 256  # cached low-res logits of earlier clicks (256 x 256 floats each for SAM: 64 MB at most)
 WOBBLE_PIXELS = 1_000_000  # wobble masks are made at most this big (K full-size masks of a photo are GBs)
 
 
@@ -148,6 +150,7 @@ class DemoEngine:
         self.predictor = StableSamPredictor(model)
         self.store = store if store is not None else ImageStore()
         self.lock = threading.Lock()
+        self.stages: "OrderedDict[tuple, np.ndarray]" = OrderedDict()  # low-res logits of prompts so far
 
     @property
     def grid(self) -> Tuple[int, int]:
@@ -185,6 +188,38 @@ class DemoEngine:
         rows = np.arange(len(masks))
         return masks[rows, best], scores[rows, best], routing, best
 
+    def _decode_clicks(self, item: StoredImage, prompt: Prompt, plugins: bool, multimask: bool):
+        """SAM's interactive decoding of one prompt, as SAM's own demo does it: the box (or else
+        the first click) alone, then each further click with the previous stage's low-res logits
+        as mask_input. Earlier stages come from `stages` (keyed by image, model and the prompt so
+        far), so a new click costs one decoder pass; the result depends on the prompt alone.
+        Returns (mask (H, W) bool, score, routing, choice); under the lock."""
+        self.predictor.set_embedding(item.embedding)
+        self.model.plugins_enabled = plugins
+        first = 0 if prompt.box is not None else 1
+        prev = None
+        try:
+            for j in range(first, len(prompt.points) + 1):
+                key = (item.id, plugins, multimask, None if prompt.box is None else prompt.box.tobytes(),
+                       prompt.points[:j].tobytes(), prompt.labels[:j].tobytes())
+                last = j == len(prompt.points)
+                if not last and key in self.stages:
+                    prev = self.stages[key]
+                    self.stages.move_to_end(key)
+                    continue
+                multi = multimask and j == first
+                masks, scores, logits = self.predictor.predict(
+                    point_coords=prompt.points[:j] if j else None, point_labels=prompt.labels[:j] if j else None,
+                    box=prompt.box, mask_input=prev, multimask_output=multi)
+                best = int(np.argmax(scores))
+                prev = logits[best:best + 1]
+                self.stages[key] = prev
+                while len(self.stages) > MAX_STAGES:
+                    self.stages.popitem(last=False)
+            return masks[best], float(scores[best]), self.predictor.routing, best
+        finally:
+            self.model.plugins_enabled = True
+
     def _both(self, embedding: Embedding, boxes, coords, labels, multimask: bool = False):
         """The same N prompts through plain SAM and Stable-SAM -> ({"sam": ..., "stable_sam": ...}
         of `_decode` results, decoder ms)."""
@@ -195,12 +230,16 @@ class DemoEngine:
             return results, (time.perf_counter() - start) * 1000
 
     def predict(self, item: StoredImage, prompt: Prompt, multimask: bool = False) -> Dict[str, Any]:
-        """Both models on one prompt: masks as 0/255 PNG data URLs, predicted IoU, α, Δp arrows."""
+        """Both models on one prompt: masks as 0/255 PNG data URLs, predicted IoU, α, Δp arrows.
+        Clicks are corrections: each is decoded with the mask before it (`_decode_clicks`)."""
         out: Dict[str, Any] = {}
-        results, decoder_ms = self._both(item.embedding, *prompt.batch(), multimask)
-        for key, (masks, scores, _, best) in results.items():
-            out[key] = {"iou": round(float(scores[0]), 4), "choice": int(best[0]),
-                        "mask": png_data_url(masks[0].astype(np.uint8) * 255)}
+        with self.lock:
+            start = time.perf_counter()
+            results = {key: self._decode_clicks(item, prompt, plugins, multimask)
+                       for key, plugins in (("sam", False), ("stable_sam", True))}
+            decoder_ms = (time.perf_counter() - start) * 1000
+        for key, (mask, score, _, best) in results.items():
+            out[key] = {"iou": round(score, 4), "choice": best, "mask": png_data_url(mask.astype(np.uint8) * 255)}
         routing = results["stable_sam"][2]
         out["stable_sam"]["alpha"] = [round(float(a), 4) for a in routing["alpha"][0]]
         out["stable_sam"]["offsets"] = offset_arrows(routing["offsets"][0], item.embedding,
