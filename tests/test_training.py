@@ -253,7 +253,7 @@ def test_bad_inputs(setup, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "loss is nan at step 6" in err and "step 4) is intact" in err
     assert read_weights(out / "checkpoint.pt")["step"] == 4
-    assert not (out / weights).exists()
+    assert not (out / "plugin.pt").exists()
     monkeypatch.setattr(training, "bce_dice_loss", real)
     assert main(train_args(sam_file, data, out, "--steps", 10, "--batch-size", 4, "--resume")) == 2
     assert "belongs to another run" in capsys.readouterr().err
