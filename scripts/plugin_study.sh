@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 12's study: what makes DSP + DRP work, on the embedded base (tiny SAM v2).
+# The plugin study: what makes DSP + DRP work, on the embedded base (tiny SAM v2).
 # Every variant trains with the same data (the five-set training split), seed, batch and step
 # budget, changing one thing against a reference, and is scored with K = 20 on gt-box,
 # noisy-box@0.2/0.4, points@1/3 (mIoU, mBIoU, stability) and with --explain (the mask token's

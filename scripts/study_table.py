@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""The plugin study's table (issue 12): every variant of scripts/plugin_study.sh against the
-base, pooled over all validation objects, with the issue's target quantities.
+"""The plugin study's table: every variant of scripts/plugin_study.sh against the
+base, pooled over all validation objects, with the study's target quantities.
 
     python scripts/study_table.py runs/study [--out docs/results/plugin_study.md]
 

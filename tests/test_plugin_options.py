@@ -1,4 +1,4 @@
-"""The plugin extensions of issue 12 (amplitudes, offset groups, extra sites, no projection, a narrow
+"""The plugin extensions of the plugin study (amplitudes, offset groups, extra sites, no projection, a narrow
 offset net): each keeps the
 untrained Stable-SAM exactly SAM, each trains, and plugin files of the previous release load
 and give the same logits."""

@@ -6,9 +6,9 @@ keeping ground-truth boxes in the mix so that good prompts stay good:
   box+points 0.1 (a noisy box plus 1..5 clicks), and half of the click sets drawn on one part
   of the object (the paper's ambiguous clicks).
 Whatever the prompt, the target is the whole-object mask (a click on a part is supervised
-with the whole object). Issue 12's study chose it ("rts_combo"): against release 0.1's
-gt-box 0.2 / noisy-box 0.4 / points 0.25 / box+points 0.15 without part clicks it keeps
-ground-truth boxes better and steadies single clicks most.
+with the whole object). The plugin study (docs/results/embedded_studies.md) chose it
+("rts_combo"): against release 0.1's gt-box 0.2 / noisy-box 0.4 / points 0.25 / box+points 0.15
+without part clicks it keeps ground-truth boxes better and steadies single clicks most.
 
 The `interactive` component (off by default) is SAM's own interactive training
 (`stablesam.interactive`): a jittered box or one click, then corrective clicks from the error

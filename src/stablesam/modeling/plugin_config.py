@@ -37,7 +37,7 @@ class PluginConfig:
         False: x*_p = x_p (no 1x1 conv: C*C + C fewer parameters, about half the plugin's cost).
     projection_rank: 0 (the paper): the 1x1 conv is a full C x C matrix; r > 0: it is identity +
         a rank-r product (C -> r -> C, the second factor zero at init), 2rC instead of C^2 weights
-        and multiply-adds per cell (ignored when projection is False). Default 32 (issue 12's
+        and multiply-adds per cell (ignored when projection is False). Default 32 (the plugin
         study: as good as the full matrix at 42 % of the parameters and half the decoder overhead).
     offset_width: 0 (the paper): the offset net (DWConv, LayerNorm, GELU, 1x1 conv) works on all
         C channels of x*_p; r > 0: a 1x1 conv first reduces x*_p to r channels for the offset net
