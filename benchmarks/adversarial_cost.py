@@ -25,6 +25,8 @@ from stablesam.models import build_segmenter, parse_model_spec
 from stablesam.prompts import generate, object_rng, parse_prompt
 from stablesam.worst_case import run_searched
 
+from click_time import objects  # benchmarks/click_time.py, beside this script
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 SETS = ("davis345", "coco_mval", "weizmann_horse", "ecssd", "oxford_pets")
@@ -48,13 +50,8 @@ def real_objects(n: int):
 
 
 def synthetic_objects(n: int):
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:480, :640]
-    for i in range(n):
-        image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
-        cx, cy, a, b = rng.uniform(200, 440), rng.uniform(150, 330), rng.uniform(60, 180), rng.uniform(40, 130)
-        mask = ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 <= 1
-        image[mask] = (image[mask] * 0.6 + 80).astype(np.uint8)
+    """click_time.py's noise-and-ellipse objects, as samples."""
+    for i, (image, mask) in enumerate(objects(n, np.random.default_rng(0))):
         yield Sample("synthetic", f"{i:03d}", Path("."), image, mask)
 
 

@@ -21,19 +21,8 @@ from PIL import Image
 
 from stablesam.embedded import EXAMPLES_DIR
 
-CONFIG = """<View>
-  <Image name="image" value="$image" zoom="true"/>
-  <BrushLabels name="mask" toName="image">
-    <Label value="Cup" background="#1e90ff"/>
-  </BrushLabels>
-  <RectangleLabels name="box" toName="image" smart="true">
-    <Label value="Cup" background="#00e600"/>
-  </RectangleLabels>
-  <KeyPointLabels name="click" toName="image" smart="true">
-    <Label value="Cup" background="#00e600"/>
-    <Label value="Background" background="#e60000"/>
-  </KeyPointLabels>
-</View>"""
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = (REPO / "tests" / "data" / "label_studio" / "cup_config.xml").read_text()  # the real-Label-Studio test's
 BOX = (150, 10, 430, 320)  # a loose box around the cup in coffee.jpg (600 x 400)
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-dev-shm-usage", "--disable-background-networking", "--disable-component-update"]

@@ -34,6 +34,25 @@ def demo_model(fake_embedded):
     return build_model(parse_model_spec("tiny-stable-sam"), "cpu")
 
 
+def watch_overlap(module) -> list:
+    """Wrap module.forward so that the returned one-item list holds the most calls ever in
+    flight at once (each call lingers 5 ms, so unlocked concurrent calls would overlap)."""
+    inside, overlap = [0], [0]
+    forward = module.forward
+
+    def watched(*args, **kwargs):
+        inside[0] += 1
+        overlap[0] = max(overlap[0], inside[0])
+        time.sleep(0.005)
+        try:
+            return forward(*args, **kwargs)
+        finally:
+            inside[0] -= 1
+
+    module.forward = watched
+    return overlap
+
+
 def count_encoder_calls(model) -> list:
     calls = []
     encoder = model.sam.image_encoder
@@ -272,20 +291,7 @@ def post(base: str, path: str, body, json_body: bool = True) -> tuple:
 def test_concurrent_requests_on_a_real_server(fake_embedded):
     model = demo_model(fake_embedded)
     calls = count_encoder_calls(model)
-    inside, overlap = [0], [0]
-    decoder = model.sam.mask_decoder
-    forward = decoder.forward
-
-    def watched(*args, **kwargs):  # the lock must keep model calls from overlapping
-        inside[0] += 1
-        overlap[0] = max(overlap[0], inside[0])
-        time.sleep(0.005)
-        try:
-            return forward(*args, **kwargs)
-        finally:
-            inside[0] -= 1
-
-    decoder.forward = watched
+    overlap = watch_overlap(model.sam.mask_decoder)  # the lock must keep model calls from overlapping
     app = create_app(model)
     with live_server(app) as base:
         cat = post(base, "/api/images", CAT, json_body=False)[1]["image_id"]

@@ -412,23 +412,10 @@ def test_bad_bodies(client, model, files):
 def test_concurrent_requests_on_a_real_server(model, files):
     """Many requests at once over HTTP: each answer equals the same request made alone, and the
     lock keeps model calls from overlapping."""
-    from test_demo import live_server, post
+    from test_demo import live_server, post, watch_overlap
 
     engine = make_engine(model, files)
-    inside, overlap = [0], [0]
-    decoder = model.sam.mask_decoder
-    forward = decoder.forward
-
-    def watched(*args, **kwargs):
-        inside[0] += 1
-        overlap[0] = max(overlap[0], inside[0])
-        time.sleep(0.005)
-        try:
-            return forward(*args, **kwargs)
-        finally:
-            inside[0] -= 1
-
-    decoder.forward = watched
+    overlap = watch_overlap(model.sam.mask_decoder)
     try:
         with live_server(create_app(engine)) as base:
             cat = {"id": 2, "data": {"image": f"{files}/open/cat.jpg"}}
@@ -441,7 +428,7 @@ def test_concurrent_requests_on_a_real_server(model, files):
             with urllib.request.urlopen(base + "health", timeout=30) as r:
                 assert json.loads(r.read())["status"] == "UP"
     finally:
-        decoder.forward = forward
+        del model.sam.mask_decoder.forward  # the class's own forward again
     assert all(status == 200 for status, _ in alone + together)
     rle = lambda answer: [x["value"]["rle"] for x in answer[1]["results"][0]["result"]]  # noqa: E731
     assert [rle(a) for a in together] == [rle(a) for a in alone] * 3

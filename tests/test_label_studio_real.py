@@ -40,19 +40,7 @@ LEGACY_TOKEN = "5ab1e5a3c0ffee00d15ea5edba5eba11deadbeef"
 START_TIMEOUT_S = 900  # a first start migrates a new SQLite database (about a minute on a quiet 2-core CPU)
 CUP_BOX = (170, 15, 410, 305)  # a tight box: a person's
 DETECTOR_BOX = (150, 10, 430, 320)  # a looser one: a detector's
-CONFIG = """<View>
-  <Image name="image" value="$image" zoom="true"/>
-  <BrushLabels name="mask" toName="image">
-    <Label value="Cup" background="#1e90ff"/>
-  </BrushLabels>
-  <RectangleLabels name="box" toName="image" smart="true">
-    <Label value="Cup" background="#00e600"/>
-  </RectangleLabels>
-  <KeyPointLabels name="click" toName="image" smart="true">
-    <Label value="Cup" background="#00e600"/>
-    <Label value="Background" background="#e60000"/>
-  </KeyPointLabels>
-</View>"""
+CONFIG = (REPO / "tests" / "data" / "label_studio" / "cup_config.xml").read_text()  # also the screenshot's
 
 
 def label_studio_command() -> Optional[str]:
