@@ -189,3 +189,52 @@ def test_benchmark_reports_iou_min_base_max_and_counts_small_objects(tmp_path):
     assert "adv-point: 1 object(s) too small, skipped" in md
     assert '"40,' in files["csv"].read_text() or ",box," in files["csv"].read_text().splitlines()[0]
     assert files["examples"].stat().st_size > 0
+
+
+def test_adv_box_rts_component_mines_admissible_boxes_worse_than_random(tmp_path):
+    """On the embedded model and a real object (the cup in coffee.jpg, as the model segments it
+    from its tight box), the boxes the `adv-box` component trains on stay within noisy-box@S's
+    reach and are segmented worse than random boxes of that reach, on average."""
+    import torch
+
+    import stablesam
+    from stablesam.cache import EmbeddingCache
+    from stablesam.embedded import EXAMPLES_DIR
+    from stablesam.metrics import mask_iou
+    from stablesam.rts import RtsMixture
+    from stablesam.training import TrainConfig, TrainObject, TrainStep, step_items
+
+    model = stablesam.load_model()
+    image = stablesam.load_image(EXAMPLES_DIR / "coffee.jpg")
+    predictor = stablesam.StableSamPredictor(model)
+    predictor.set_image(image)
+    mask = predictor.predict(box=np.array([180, 40, 440, 320]), multimask_output=False)[0][0]
+    emb = EmbeddingCache(tmp_path / "cache").get(model.sam, image)
+    obj = TrainObject("cup", emb.features, model.backend.low_res_target(mask, model.sam), np.packbits(mask.ravel()),
+                      mask.shape, None, emb.extras)
+    step = TrainStep(model, dice_weight=1.0)
+    mixture = RtsMixture.parse("adv-box=1,adv-budget=8,max-noise=0.4")
+    config = TrainConfig(model="tiny-sam", data=["x"], mixture=mixture.to_dict(), batch_size=6, seed=3)
+    gt = mask_to_box(mask)
+    w, h = gt[2] - gt[0], gt[3] - gt[1]
+
+    def iou(boxes):
+        return np.array([mask_iou(predictor.predict(box=b, multimask_output=False)[0][0], mask) for b in boxes])
+
+    mined, random = [], []
+    for s in range(3):
+        for _, prompts, session in step_items([obj] * 6, s, config, 0, 1):
+            assert session["kind"] == "adv-box" and 0 < session["scale"] <= 0.4
+            scale, rng = session["scale"], np.random.default_rng(100 + s)
+            box = step.mine_adv_box(obj, prompts.boxes[0], session)
+            moved = np.abs(box - gt)
+            assert (moved <= scale * np.array([w, h, w, h]) + 1e-6).all(), (box, gt, scale)
+            mined.append(iou(box[None])[0])
+            random.append(iou(box_from_noise(gt, rng.uniform(-1, 1, (8, 4)), scale, mask.shape)).mean())
+    assert np.mean(mined) < np.mean(random) - 0.02, (np.mean(mined), np.mean(random))
+    # seeded: the same step gives the same boxes
+    again = [step.mine_adv_box(obj, p.boxes[0], ses) for _, p, ses in step_items([obj] * 6, 0, config, 0, 1)]
+    first = [step.mine_adv_box(obj, p.boxes[0], ses) for _, p, ses in step_items([obj] * 6, 0, config, 0, 1)]
+    assert all(np.array_equal(a, b) for a, b in zip(again, first))
+    with torch.no_grad():
+        assert torch.isfinite(step(step_items([obj] * 6, 0, config, 0, 1)))

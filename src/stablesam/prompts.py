@@ -101,6 +101,10 @@ class Prompts:
 
     def __getitem__(self, i) -> "Prompts":
         """Prompt(s) i, keeping the leading axis for an int (e.g. boxes (1, 4))."""
+        if isinstance(i, (int, np.integer)):
+            if not -len(self) <= i < len(self):  # ends iteration (and np.asarray) instead of looping forever
+                raise IndexError(f"prompt {i} of {len(self)}")
+            i = len(self) + i if i < 0 else i
         s = slice(i, i + 1) if isinstance(i, (int, np.integer)) else i
 
         def take(a: Optional[np.ndarray]) -> Optional[np.ndarray]:

@@ -13,6 +13,11 @@ without part clicks it keeps ground-truth boxes better and steadies single click
 The `interactive` component (off by default) is SAM's own interactive training
 (`stablesam.interactive`): a jittered box or one click, then corrective clicks from the error
 region with the previous logits as `mask_input`, a loss on every round.
+
+The `adv-box` component (off by default) trains on hard boxes: for each such sample a noise
+scale S ~ U(0, max_noise] is drawn and the box within noisy-box@S's reach that the model being
+trained segments worst is mined online by a short gradient-free search (`stablesam.adversarial`,
+`adv_budget` decoder passes, no gradient), then trained on like any other box.
 """
 
 import math
@@ -24,7 +29,8 @@ import numpy as np
 from .interactive import first_prompt
 from .prompts import Prompts, mask_to_box, noisy_boxes, part_points, point_labels, sample_points
 
-KINDS = ("gt-box", "noisy-box", "points", "box+points", "interactive")
+KINDS = ("gt-box", "noisy-box", "points", "box+points", "interactive", "adv-box")
+OPTIONAL_KINDS = ("interactive", "adv-box")  # drawn only when their rate is > 0
 
 
 @dataclass(frozen=True)
@@ -39,10 +45,13 @@ class RtsMixture:
     interactive: float = 0.0  # SAM's interactive simulation (`stablesam.interactive`)
     interactive_clicks: int = 8  # corrective clicks per simulated session (plus two rounds without)
     deepest_clicks: float = 0.5  # share of corrective clicks at the error's deepest point (else uniform)
+    adv_box: float = 0.0  # hard boxes mined online against the model being trained
+    adv_budget: int = 8  # decoder passes (no gradient) spent mining one adv-box sample
 
     def __post_init__(self) -> None:
         rates = self.rates()
-        raw = (self.gt_box, self.noisy_box, self.points, self.box_points, self.interactive, self.max_noise)
+        raw = (self.gt_box, self.noisy_box, self.points, self.box_points, self.interactive, self.adv_box,
+               self.max_noise)
         if not all(math.isfinite(v) for v in raw):
             raise ValueError(f"RTS rates and max_noise must be finite numbers, got {raw}")
         if any(r < 0 for r in rates.values()) or sum(rates.values()) <= 0:
@@ -55,6 +64,8 @@ class RtsMixture:
             raise ValueError(f"RTS deepest_clicks must be in [0, 1], got {self.deepest_clicks}")
         if self.interactive_clicks < 1:
             raise ValueError(f"RTS interactive_clicks must be >= 1, got {self.interactive_clicks}")
+        if self.adv_budget < 1:
+            raise ValueError(f"RTS adv_budget must be >= 1, got {self.adv_budget}")
 
     @classmethod
     def saved_values(cls, values: Dict) -> Dict:
@@ -64,7 +75,8 @@ class RtsMixture:
 
     def rates(self) -> Dict[str, float]:
         """Normalised rate of each prompt kind."""
-        raw = dict(zip(KINDS, (self.gt_box, self.noisy_box, self.points, self.box_points, self.interactive)))
+        raw = dict(zip(KINDS, (self.gt_box, self.noisy_box, self.points, self.box_points, self.interactive,
+                               self.adv_box)))
         total = sum(raw.values())
         return {k: v / total for k, v in raw.items()} if total > 0 else raw
 
@@ -73,12 +85,13 @@ class RtsMixture:
 
     @classmethod
     def parse(cls, text: str) -> "RtsMixture":
-        """'gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15,interactive=0.5' (missing kinds get
-        0), plus optional 'max-noise=S', 'max-points=K', 'part-clicks=P', 'interactive-clicks=N' and
-        'deepest-clicks=D' (defaults as above)."""
-        names = dict(zip(KINDS, ("gt_box", "noisy_box", "points", "box_points", "interactive")))
+        """'gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15,interactive=0.5,adv-box=0.2' (missing
+        kinds get 0), plus optional 'max-noise=S', 'max-points=K', 'part-clicks=P',
+        'interactive-clicks=N', 'deepest-clicks=D' and 'adv-budget=N' (defaults as above)."""
+        names = dict(zip(KINDS, ("gt_box", "noisy_box", "points", "box_points", "interactive", "adv_box")))
         settings = {"max-noise": "max_noise", "max-points": "max_points", "part-clicks": "part_clicks",
-                    "interactive-clicks": "interactive_clicks", "deepest-clicks": "deepest_clicks"}
+                    "interactive-clicks": "interactive_clicks", "deepest-clicks": "deepest_clicks",
+                    "adv-budget": "adv_budget"}
         values = {v: 0.0 for v in names.values()}
         for part in filter(None, (p.strip() for p in text.split(","))):
             key, _, value = part.partition("=")
@@ -88,7 +101,7 @@ class RtsMixture:
                 number = float(value)
             except ValueError:
                 raise ValueError(f"bad value {value!r} for {key!r} in {text!r}") from None
-            if key in ("max-points", "interactive-clicks"):
+            if key in ("max-points", "interactive-clicks", "adv-budget"):
                 if not number.is_integer():
                     raise ValueError(f"{key} must be a whole number, got {value!r}")
                 number = int(number)
@@ -104,14 +117,16 @@ GT_BOX_ONLY = RtsMixture(gt_box=1.0, noisy_box=0.0, points=0.0, box_points=0.0, 
 
 def sample_rts_prompt(mask: np.ndarray, mixture: RtsMixture, rng: np.random.Generator) -> Tuple[str, Prompts]:
     """One training prompt for a (H, W) mask: (kind, Prompts with one prompt); for "interactive",
-    the opening prompt of the simulated session."""
+    the opening prompt of the simulated session; for "adv-box", the ground-truth box the mining
+    starts from."""
     rates = mixture.rates()
-    kinds = KINDS if mixture.interactive > 0 else KINDS[:-1]  # the same draws as before the component existed
+    # An optional kind at rate 0 is left out of the draw: the same draws as before it existed.
+    kinds = [k for k in KINDS if k not in OPTIONAL_KINDS or rates[k] > 0]
     kind = kinds[rng.choice(len(kinds), p=np.array([rates[k] for k in kinds]))]
     if kind == "interactive":
         return kind, first_prompt(mask, rng)
     box = mask_to_box(mask)
-    if kind == "gt-box":
+    if kind in ("gt-box", "adv-box"):
         return kind, Prompts(boxes=box[None])
     if kind in ("noisy-box", "box+points"):
         scale = mixture.max_noise * (1.0 - rng.random())  # U(0, max]

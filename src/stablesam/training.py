@@ -26,7 +26,8 @@ from .checkpoints import (
 )
 from .losses import bce_dice_loss
 from .modeling import PluginConfig, StableSam
-from .prompts import mask_to_box, object_rng
+from .adversarial import MIN_BOX_SIDE, search_box
+from .prompts import Prompts, box_from_noise, mask_to_box, object_rng
 from .reports import remove_stale_temps, save_figure, write_text
 from .interactive import image_cells, interactive_loss
 from .rts import GT_BOX_ONLY, RtsMixture, sample_rts_prompt
@@ -143,9 +144,11 @@ class TrainStep(nn.Module):
         device = self.model.device
         losses = []
         for obj, prompts, session in items:
-            if session is not None:
+            if session is not None and session["kind"] == "interactive":
                 losses.append(self.interactive(obj, prompts, session))
                 continue
+            if session is not None and session["kind"] == "adv-box":
+                prompts = Prompts(boxes=self.mine_adv_box(obj, prompts.boxes[0], session)[None])
             points = boxes = None
             if prompts.point_coords is not None:
                 c = self.transform.apply_coords(prompts.point_coords, obj.shape)
@@ -170,6 +173,29 @@ class TrainStep(nn.Module):
                 loss = loss + self.terms.loss(self.model, logits, near, base_logits, valid)
             losses.append(loss)
         return torch.stack(losses).mean()
+
+    def mine_adv_box(self, obj: TrainObject, box: np.ndarray, session: Dict) -> np.ndarray:
+        """The box (4,) within noisy-box@scale's reach of `box` that the model, as it is now,
+        segments worst (low-res mask IoU), found with session["budget"] decoder passes without
+        gradient; a random box of that reach when the object is too small to search."""
+        device = self.model.device
+        emb = obj.embedding.to(device)
+        extras = {k: [t.to(device) for t in v] for k, v in obj.extras.items()}
+        target = obj.target.to(device) > 0.5
+        valid = torch.ones_like(target) if obj.valid is None else obj.valid.to(device) > 0.5
+        rng, scale = session["rng"], session["scale"]
+        if min(box[2] - box[0], box[3] - box[1]) < MIN_BOX_SIDE:
+            return box_from_noise(box, rng.uniform(-1, 1, size=(1, 4)), scale, obj.shape)[0]
+
+        def objective(boxes: np.ndarray):
+            b = torch.as_tensor(self.transform.apply_boxes(boxes, obj.shape), dtype=torch.float, device=device)
+            with torch.no_grad():
+                pred = self.model.decode(emb, None, b, multimask_output=False, extras=extras)[0] > 0
+            inter = (pred & target & valid).flatten(1).sum(1)
+            union = ((pred | target) & valid).flatten(1).sum(1).clamp(min=1)
+            return (inter / union).cpu().numpy(), [None] * len(boxes)
+
+        return search_box(objective, box, scale, obj.shape, session["budget"], rng).best
 
     def interactive(self, obj: TrainObject, first, session: Dict) -> torch.Tensor:
         """Loss of one simulated interactive session (`stablesam.interactive`) opened by `first`."""
@@ -203,9 +229,14 @@ def step_items(objects: List[TrainObject], step: int, config: TrainConfig, rank:
     for j in range(rank, b, world):
         obj = objects[picks[j]]
         kind, prompts = sample_rts_prompt(obj.mask(), mixture, object_rng(config.seed, "prompt", step, j))
-        session = None if kind != "interactive" else {
-            "rng": object_rng(config.seed, "interactive", step, j), "clicks": mixture.interactive_clicks,
-            "deepest": mixture.deepest_clicks}
+        session = None
+        if kind == "interactive":
+            session = {"kind": kind, "rng": object_rng(config.seed, "interactive", step, j),
+                       "clicks": mixture.interactive_clicks, "deepest": mixture.deepest_clicks}
+        elif kind == "adv-box":
+            rng = object_rng(config.seed, "adv-box", step, j)
+            session = {"kind": kind, "rng": rng, "scale": mixture.max_noise * (1.0 - rng.random()),
+                       "budget": mixture.adv_budget}
         items.append((obj, prompts, session))
     return items
 
