@@ -13,7 +13,8 @@ base and every trained model are scored on the held-out SPEC's objects of --eval
 optional (all objects). A variant is NAME=ARGS: `stablesam train` options as one shell string
 (not --data, --model, --out, --split, --cache, --resume, which this script sets).
 
-Resumable: rerun the same command. A finished evaluation or training is skipped, an interrupted
+Resumable: rerun the same command; --table-only writes the table of what has finished without
+running anything (e.g. while other processes run other --folds). A finished evaluation or training is skipped, an interrupted
 training continues (--resume); a variant rerun with other arguments is refused (pick another
 --out, or delete OUT/FOLD/VARIANT). New variants or folds can be added to a finished study.
 
@@ -259,6 +260,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--limit", type=int, default=None, metavar="N", help="score the first N held-out objects only")
     p.add_argument("--folds", default=None, metavar="LIST", help="run only these folds (held-out names); the "
                    "table covers every finished fold")
+    p.add_argument("--table-only", action="store_true",
+                   help="run nothing: write the table from the evaluations already finished")
     p.add_argument("--data-root", default=None, metavar="DIR", help="as in `stablesam eval`")
     p.add_argument("--cache", default=None, metavar="DIR", help="embedding cache (shared by every run)")
     p.add_argument("--device", default=None)
@@ -283,7 +286,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                    *(["--device", args.device] if args.device else []),
                    *(["--data-root", args.data_root] if args.data_root else [])]
         for spec, fold in zip(args.data, names):
-            if fold in chosen:
+            if fold in chosen and not args.table_only:
                 run_fold(spec, fold, [s for s in args.data if s != spec], variants, args, runtime)
     except LodoError as e:
         print(f"lodo: error: {e}", file=sys.stderr)

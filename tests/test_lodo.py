@@ -72,6 +72,10 @@ def test_lodo_runs_every_fold_writes_the_table_and_resumes(study, monkeypatch, c
     monkeypatch.setattr(lodo, "stablesam", boom)
     assert lodo.main(args) == 0
     assert json.loads((out / "lodo.json").read_text())["variants"] == report["variants"]
+    # --table-only runs nothing, not even a variant never trained; the table keeps what finished
+    assert lodo.main([*args, "--variant", "fresh=--steps 1", "--table-only"]) == 0
+    assert not (out / "alpha" / "fresh").exists()
+    assert json.loads((out / "lodo.json").read_text())["variants"] == report["variants"]
     # an interrupted training resumes (its checkpoint is kept, its weights not written yet)
     (out / "beta" / "plugins" / "train" / "plugin.pt").unlink()
     calls = []
