@@ -269,8 +269,3 @@ class StableSam(nn.Module):
             prefix = name + "."
             module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
-
-
-def check_decoder(sam: Any) -> None:
-    """Refuse anything that is not a SAM with the standard two-layer two-way decoder."""
-    backend_for(sam).check(sam)
