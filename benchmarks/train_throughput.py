@@ -14,8 +14,8 @@ import torch
 from segment_anything import sam_model_registry
 
 from stablesam import StableSam
-from stablesam.cache import encode_image
-from stablesam.training import TrainConfig, TrainObject, TrainStep, low_res_target, set_trainable, step_items
+from stablesam.models.cache import encode_image
+from stablesam.training.loop import TrainConfig, TrainObject, TrainStep, low_res_target, set_trainable, step_items
 
 
 def peak_rss_mb() -> float:

@@ -9,13 +9,13 @@ from segment_anything import SamAutomaticMaskGenerator
 
 from conftest import perturb_plugins
 from stablesam import StableSam, StableSamAutomaticMaskGenerator
-from stablesam.cache import EmbeddingCache
+from stablesam.models.cache import EmbeddingCache
 from stablesam.cli import main
-from stablesam.automatic import automatic_defaults
-from stablesam.embedded import AUTOMATIC_DEFAULTS, EXAMPLE_IMAGE, EXAMPLES_DIR
-from stablesam.images import load_image
-from stablesam.models import build_model, parse_model_spec
-from stablesam.predictor import CPU_MAX_BATCH
+from stablesam.backends.automatic import automatic_defaults
+from stablesam.models.embedded import AUTOMATIC_DEFAULTS, EXAMPLE_IMAGE, EXAMPLES_DIR
+from stablesam.data.images import load_image
+from stablesam.models.spec import build_model, parse_model_spec
+from stablesam.backends.predictor import CPU_MAX_BATCH
 
 FIELDS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
 LOOSE = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0)  # random weights: keep masks

@@ -8,7 +8,7 @@ import torch
 from conftest import perturb_plugins
 from stablesam import StableSam, StableSamAutomaticMaskGenerator
 from stablesam.backends import get_backend
-from stablesam.cache import EmbeddingCache
+from stablesam.models.cache import EmbeddingCache
 from test_automatic import LOOSE, assert_same_records, assert_same_types
 
 

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from stablesam.checkpoints import PLUGIN_MAX_BYTES, read_plugin, save_decoder
+from stablesam.models.files import PLUGIN_MAX_BYTES, read_plugin, save_decoder
 from stablesam.cli import main
-from stablesam.data import FolderDataset
-from stablesam.images import InputError, load_image
+from stablesam.data.datasets import FolderDataset
+from stablesam.data.images import InputError, load_image
 from test_eval import make_folder
 from test_robustness import train_args, train_setup  # noqa: F401 (a fixture)
 from unwritable import one_line_error

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import build_small_sam
-from stablesam.cache import CacheWarning, EmbeddingCache
+from stablesam.models.cache import CacheWarning, EmbeddingCache
 from stablesam.cli import main
 from test_eval import make_folder
 from unwritable import leftovers, one_line_error, unwritable_folder

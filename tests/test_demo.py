@@ -20,8 +20,8 @@ from PIL import Image
 
 from stablesam.cli import main
 from stablesam.demo import bind, create_app, server, url
-from stablesam.embedded import EXAMPLES_DIR
-from stablesam.models import build_model, parse_model_spec
+from stablesam.models.embedded import EXAMPLES_DIR
+from stablesam.models.spec import build_model, parse_model_spec
 
 # Starlette >= 1.0 prefers the `httpx2` package for its TestClient; plain httpx works the same.
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
@@ -372,7 +372,7 @@ def test_cli_demo_serves_the_page(tmp_path):
     """`stablesam demo` for real, in its own process, with a SAM file and a plugin file."""
     from conftest import SMALL_ARCH, build_small_sam, perturb_plugins
     from stablesam import StableSam, save_plugin
-    from stablesam.checkpoints import save_sam_file
+    from stablesam.models.files import save_sam_file
 
     sam_file, plugin = tmp_path / "sam.pt", tmp_path / "plugin.pt"
     model = StableSam(build_small_sam())

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from stablesam.demo import create_app
-from stablesam.embedded import EXAMPLES_DIR
+from stablesam.models.embedded import EXAMPLES_DIR
 from test_demo import demo_model, live_server
 
 CHROMIUM = Path("/usr/bin/chromium")

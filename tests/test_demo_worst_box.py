@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from stablesam.demo import create_app
-from stablesam.embedded import EXAMPLES_DIR
-from stablesam.models import build_model, parse_model_spec
+from stablesam.models.embedded import EXAMPLES_DIR
+from stablesam.models.spec import build_model, parse_model_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 BOX = [60, 20, 380, 280]  # a loose box around the cat (451 x 300)

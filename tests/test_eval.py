@@ -6,13 +6,13 @@ import torch
 from PIL import Image
 
 from conftest import SHARED_DATA, build_small_sam
-from stablesam.cache import EmbeddingCache
+from stablesam.models.cache import EmbeddingCache
 from stablesam.cli import main
-from stablesam.data import FolderDataset
-from stablesam.evaluation import EvalConfig, evaluate
-from stablesam.models import Segmenter
-from stablesam.prompts import parse_prompts
-from stablesam.reports import write_reports
+from stablesam.data.datasets import FolderDataset
+from stablesam.evaluation.prompt_eval import EvalConfig, evaluate
+from stablesam.models.spec import Segmenter
+from stablesam.prompts.generation import parse_prompts
+from stablesam.evaluation.reports import write_reports
 
 
 def make_folder(root, n=3, size=(60, 80)):
@@ -132,9 +132,9 @@ def test_eval_cli_rejects_bad_specs_before_work(tmp_path, capsys):
 
 
 def test_grabcut_at_reduced_size_matches_full_size_on_a_clean_object():
-    from stablesam.metrics import mask_iou
-    from stablesam.models import ModelSpec, SpecError, build_segmenter, parse_model_spec
-    from stablesam.prompts import Prompts
+    from stablesam.evaluation.metrics import mask_iou
+    from stablesam.models.spec import ModelSpec, SpecError, build_segmenter, parse_model_spec
+    from stablesam.prompts.generation import Prompts
 
     spec = parse_model_spec("grabcut@128")
     assert spec == ModelSpec("grabcut@128", "grabcut", max_side=128)

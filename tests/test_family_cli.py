@@ -17,7 +17,7 @@ from conftest import build_small_sam, perturb_plugins
 from stablesam import StableSam, save_plugin
 from stablesam.backends import get_backend
 from stablesam.cli import main
-from stablesam.checkpoints import read_plugin, read_weights
+from stablesam.models.files import read_plugin, read_weights
 from test_eval import make_folder
 from test_training import SRC, losses, run
 
@@ -108,7 +108,7 @@ def test_demo_engine_each_family(family, grid, tmp_path):
     """The demo's engine (upload, encode, both models on one prompt) on each family's model
     with its plugin."""
     from stablesam.demo.engine import DemoEngine, Prompt
-    from stablesam.models import build_model, parse_model_spec
+    from stablesam.models.spec import build_model, parse_model_spec
 
     _, stable = family_files(tmp_path, family)
     engine = DemoEngine(build_model(parse_model_spec(stable), "cpu"))
@@ -189,7 +189,7 @@ def test_sam2_torchrun_two_processes_equal_one(tmp_path):
 @pytest.mark.slow
 def test_train_plugins_and_decoder_each_family(family, tmp_path, capsys):
     """`stablesam train` in both modes on cached embeddings; the files load back onto the base."""
-    from stablesam.models import build_model, parse_model_spec
+    from stablesam.models.spec import build_model, parse_model_spec
 
     base, _ = family_files(tmp_path, family)
     data = make_folder(tmp_path / "toy", n=1)

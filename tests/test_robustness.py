@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from conftest import SMALL_ARCH, build_small_sam
-from stablesam.cache import EmbeddingCache
-from stablesam.checkpoints import save_sam_file
+from stablesam.models.cache import EmbeddingCache
+from stablesam.models.files import save_sam_file
 from stablesam.cli import main, one_line_warnings
-from stablesam.data import DataWarning
+from stablesam.data.datasets import DataWarning
 from test_eval import make_folder
 
 
@@ -112,7 +112,7 @@ def test_resume_refuses_a_bad_checkpoint_before_embedding_any_image(train_setup,
     def no_encoder(*a, **k):
         raise AssertionError("images were embedded before the checkpoint was checked")
 
-    monkeypatch.setattr("stablesam.cache.encode_image", no_encoder)
+    monkeypatch.setattr("stablesam.models.cache.encode_image", no_encoder)
     torch.save({"w": torch.zeros(1000)}, tmp / "valid.pt")
     cases = [
         (b"garbage, not a checkpoint", "refused by torch.load"),
@@ -130,7 +130,7 @@ def test_resume_refuses_a_bad_checkpoint_before_embedding_any_image(train_setup,
     monkeypatch.undo()
     assert main(train_args(sam_file, data, out.parent / "other", "--steps", 2, "--batch-size", 2)) == 0
     (out / "checkpoint.pt").write_bytes((out.parent / "other" / "checkpoint.pt").read_bytes())
-    monkeypatch.setattr("stablesam.cache.encode_image", no_encoder)
+    monkeypatch.setattr("stablesam.models.cache.encode_image", no_encoder)
     assert main(train_args(sam_file, data, out, "--steps", 2, "--batch-size", 2, "--lr", 0.5, "--resume")) == 2
     assert "belongs to another run (differs in: lr)" in capsys.readouterr().err
     assert main(train_args(sam_file, data, out, "--lr", "nan")) == 2
@@ -166,7 +166,7 @@ def test_log_is_written_at_checkpoints_and_its_clock_goes_on_after_resume(train_
     sam_file, data, tmp = train_setup
     out = tmp / "run"
     args = train_args(sam_file, data, out, "--steps", 6, "--batch-size", 2, "--checkpoint-every", 2)
-    import stablesam.training as training
+    import stablesam.training.loop as training
 
     real, calls = training.bce_dice_loss, []
 

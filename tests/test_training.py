@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 
 from conftest import SMALL_ARCH, build_small_sam
-from stablesam.cache import EmbeddingCache
-from stablesam.checkpoints import load_sam_file, read_plugin, read_weights, save_sam_file
+from stablesam.models.cache import EmbeddingCache
+from stablesam.models.files import load_sam_file, read_plugin, read_weights, save_sam_file
 from stablesam.cli import main
-from stablesam.data import FolderDataset
-from stablesam.models import build_model, parse_model_spec
-from stablesam.rts import KINDS, RtsMixture, sample_rts_prompt
-from stablesam.training import TrainConfig, TrainStep, prepare_objects, step_items
+from stablesam.data.datasets import FolderDataset
+from stablesam.models.spec import build_model, parse_model_spec
+from stablesam.training.rts import KINDS, RtsMixture, sample_rts_prompt
+from stablesam.training.loop import TrainConfig, TrainStep, prepare_objects, step_items
 from test_eval import make_folder
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -151,7 +151,7 @@ def test_cached_training_never_calls_the_encoder(setup, monkeypatch, capsys):
     def boom(*a, **k):
         raise AssertionError("the image encoder ran")
 
-    monkeypatch.setattr("stablesam.cache.encode_image", boom)
+    monkeypatch.setattr("stablesam.models.cache.encode_image", boom)
     assert main(train_args(sam_file, data, tmp / "b", "--steps", 3, "--batch-size", 2)) == 0
     assert "encoder runs: 0" in capsys.readouterr().out
 
@@ -239,7 +239,7 @@ def test_bad_inputs(setup, monkeypatch, capsys):
     assert "RTS rates" in capsys.readouterr().err
 
     calls = {"n": 0}
-    import stablesam.training as training
+    import stablesam.training.loop as training
 
     real = training.bce_dice_loss
 

@@ -16,9 +16,9 @@ from typing import Dict, List, Optional
 import torch
 from tqdm import tqdm
 
-from stablesam.checkpoints import atomic_torch_save, load_sam_file, read_weights, save_sam_file
+from stablesam.models.files import atomic_torch_save, load_sam_file, read_weights, save_sam_file
 from stablesam.modeling.small_sam import TINY_SAM_ARCH, build_small_sam
-from stablesam.reports import write_text
+from stablesam.evaluation.reports import write_text
 
 from .augment import AugConfig, build_batch, load_train_images
 from .loss import batch_loss, param_groups

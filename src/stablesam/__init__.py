@@ -2,11 +2,11 @@
 
 __version__ = "0.1.0"
 
-from .automatic import StableSamAutomaticMaskGenerator
-from .checkpoints import CheckpointError, attach_plugin, load_model, read_plugin, save_plugin
-from .images import InputError, load_image
+from .backends.automatic import StableSamAutomaticMaskGenerator
+from .models.files import CheckpointError, attach_plugin, load_model, read_plugin, save_plugin
+from .data.images import InputError, load_image
 from .modeling import PluginConfig, StableSam
-from .predictor import StableSamPredictor
+from .backends.predictor import StableSamPredictor
 
 __all__ = [
     "CheckpointError",

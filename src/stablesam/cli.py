@@ -24,10 +24,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     import torch
     import torchvision
 
-    from .embedded import BASE_FILE, PLUGIN_FILE, WEIGHTS_DIR, embedded_available
+    from .models.embedded import BASE_FILE, PLUGIN_FILE, WEIGHTS_DIR, embedded_available
     from .modeling import PluginConfig
     from .modeling.stable_sam import build_plugin_pair
-    from .models import ACCEPTED
+    from .models.spec import ACCEPTED
 
     sam_version = package_version("segment-anything")
     config = PluginConfig()
@@ -55,7 +55,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print("model SPECs (segment and demo take the SAM ones, not grabcut):")
     print("\n".join(ACCEPTED.splitlines()[1:]))
     if embedded_available():
-        from .checkpoints import read_weights
+        from .models.files import read_weights
 
         meta = read_weights(BASE_FILE)["meta"]
         data = meta.get("data", {})
@@ -106,7 +106,7 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
 def open_cache(args: argparse.Namespace):
     """The embedding cache of --cache / --no-cache: a path that cannot be a folder is a
     UsageError; one that cannot be written is read only (with a warning)."""
-    from .cache import CacheError, EmbeddingCache, default_cache_dir
+    from .models.cache import CacheError, EmbeddingCache, default_cache_dir
 
     if args.no_cache:
         return EmbeddingCache(None)
@@ -121,7 +121,7 @@ def check_out_folder(out: str) -> None:
     """--out of eval and train: a folder that exists or can be made, where files can be created."""
     from pathlib import Path
 
-    from .outputs import folder_problem
+    from .fileio import folder_problem
 
     problem = folder_problem(Path(out))
     if problem:
@@ -129,8 +129,8 @@ def check_out_folder(out: str) -> None:
 
 
 def open_datasets(args: argparse.Namespace) -> list:
-    from .data import DataError, load_split
-    from .layouts import parse_spec
+    from .data.datasets import DataError, load_split
+    from .data.layouts import parse_spec
 
     split = load_split(args.split) if args.split else None
     datasets = []
@@ -155,19 +155,19 @@ def open_datasets(args: argparse.Namespace) -> list:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .eval_command import run_eval
+    from .commands.eval import run_eval
 
     return run_eval(args)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .train_command import run_train
+    from .commands.train import run_train
 
     return run_train(args)
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from .segment import InputError, run_segment
+    from .commands.segment import InputError, run_segment
 
     try:
         return run_segment(args)
@@ -176,7 +176,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from .onnx_export import InputError, run_export_onnx
+    from .export.onnx_export import InputError, run_export_onnx
 
     try:
         return run_export_onnx(args)
@@ -185,7 +185,7 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .models import SpecError, build_sam_for
+    from .models.spec import SpecError, build_sam_for
 
     limits = {k: v for k, v in (("max_bytes", args.max_bytes), ("max_pixels", args.max_pixels),
                                 ("max_images", args.max_images)) if v is not None}
@@ -230,9 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="versions, buildable models, where weights are looked up")
     info.set_defaults(func=cmd_info)
 
-    from .images import MAX_PIXELS
-    from .models import ACCEPTED, DEFAULT_SPEC, SAM_ACCEPTED
-    from .prompts import DEFAULT_PROMPTS
+    from .data.images import MAX_PIXELS
+    from .models.spec import ACCEPTED, DEFAULT_SPEC, SAM_ACCEPTED
+    from .prompts.generation import DEFAULT_PROMPTS
 
     ev = sub.add_parser("eval", help="prompt-robustness benchmark: models x datasets x prompt types",
                         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -404,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 def one_line_warnings(prefix: str) -> Iterator[None]:
     """Warnings (a skipped bad file, ...) as one line each: 'PREFIX: warning: message', without
     the source line Python prints under a warning by default."""
-    from .data import DataWarning
+    from .data.datasets import DataWarning
 
     original = warnings.formatwarning
 

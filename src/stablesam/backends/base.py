@@ -133,7 +133,7 @@ class Backend:
 
     def low_res_target(self, mask: np.ndarray, model: nn.Module) -> torch.Tensor:
         """(H, W) mask -> (1, 1, *mask_input_size) soft mask in the low-res logit frame."""
-        from ..training import low_res_target
+        from ..training.loop import low_res_target
 
         return low_res_target(mask, self.image_size(model), self.mask_input_size(model))
 

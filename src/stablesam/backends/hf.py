@@ -123,7 +123,7 @@ class HfBackend(Backend):
 
     def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
         """`hf:DIR`: a folder written by `save_pretrained` (config.json + weights)."""
-        from ..checkpoints import CheckpointError, unpickling_reason
+        from ..models.files import CheckpointError, unpickling_reason
 
         require("hf")
         folder = Path(path)

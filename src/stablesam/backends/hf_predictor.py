@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..predictor import StablePredictorMixin, check_stable
+from .predictor import StablePredictorMixin, check_stable
 from .base import Embedding
 from .hf import is_sam2
 
@@ -47,7 +47,7 @@ class StableHfPredictor(StablePredictorMixin):
         self.set_embedding(self.backend.encode(self.model, image))
 
     def set_embedding(self, embedding: Embedding) -> None:
-        """Use a precomputed `Embedding` (see `stablesam.cache`) instead of `set_image`."""
+        """Use a precomputed `Embedding` (see `stablesam.models.cache`) instead of `set_image`."""
         embedding = embedding.to(self.device)
         self.features, self.extras = embedding.features, embedding.extras
         self.original_size, self.input_size = embedding.original_size, embedding.input_size

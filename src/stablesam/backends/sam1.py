@@ -44,16 +44,16 @@ class Sam1Backend(Backend):
         return decode_sam_style(model, points, boxes, mask_input, features, multimask_output)
 
     def predictor(self, model: Any) -> Any:
-        from ..predictor import StableSamPredictor
+        from .predictor import StableSamPredictor
 
         return StableSamPredictor(model)
 
     def automatic_generator(self) -> type:
-        from ..automatic import StableSamAutomaticMaskGenerator
+        from .automatic import StableSamAutomaticMaskGenerator
 
         return StableSamAutomaticMaskGenerator
 
     def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
-        from ..checkpoints import load_official_sam
+        from ..models.files import load_official_sam
 
         return load_official_sam(path, variant, device)

@@ -150,7 +150,7 @@ class Sam2Backend(Backend):
             return build_sam2(CONFIGS[variant], None, device="cpu", hydra_overrides_extra=overrides)
 
     def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
-        from ..checkpoints import CheckpointError, load_family_weights
+        from ..models.files import CheckpointError, load_family_weights
 
         if variant not in CONFIGS:
             raise CheckpointError(f"unknown SAM 2 model {variant!r}; accepted: {', '.join(CONFIGS)}")

@@ -28,9 +28,9 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..embedded import EXAMPLES_DIR
+from ..models.embedded import EXAMPLES_DIR
 from ..modeling import StableSam
-from ..images import MAX_PIXELS, InputError, LimitError
+from ..data.images import MAX_PIXELS, InputError, LimitError
 from .engine import MAX_POINTS, MAX_WOBBLE, DemoEngine, Prompt, number, parse_prompt
 from .session import ImageStore, StoredImage, sizes
 from .worst_box import DEMO_BUDGET, MAX_BUDGET, worst_boxes

@@ -15,13 +15,13 @@ from typing import Any, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..cache import Embedding, encode_image
-from ..metrics import stability
+from ..models.cache import Embedding, encode_image
+from ..evaluation.metrics import stability
 from ..modeling import StableSam
-from ..predictor import StableSamPredictor
-from ..prompts import noisy_boxes, noisy_points, object_rng
-from ..images import InputError
-from ..segment import box_problem
+from ..backends.predictor import StableSamPredictor
+from ..prompts.generation import noisy_boxes, noisy_points, object_rng
+from ..data.images import InputError
+from ..commands.segment import box_problem
 from .session import ImageStore, StoredImage, decode_upload, image_id, to_jpeg
 
 MAX_POINTS = 32

@@ -9,8 +9,8 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from ..cache import Embedding
-from ..images import InputError, LimitError, load_image
+from ..models.cache import Embedding
+from ..data.images import InputError, LimitError, load_image
 
 __all__ = ["ImageStore", "LimitError", "StoredImage", "decode_upload", "image_id", "sizes", "to_jpeg"]
 

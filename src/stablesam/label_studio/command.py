@@ -3,13 +3,13 @@
 import argparse
 import logging
 
-from ..images import MAX_PIXELS, InputError
+from ..data.images import MAX_PIXELS, InputError
 
 DEFAULT_PORT = 9090  # Label Studio's ML backends' usual port
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..models import DEFAULT_SPEC
+    from ..models.spec import DEFAULT_SPEC
 
     p.add_argument("--model", default=DEFAULT_SPEC, metavar="SPEC", help=f"default {DEFAULT_SPEC}")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -34,7 +34,7 @@ def run_label_studio(args: argparse.Namespace) -> int:
 
     from ..backends import MissingExtra
     from ..demo import bind, server, url
-    from ..models import SpecError, build_sam_for
+    from ..models.spec import SpecError, build_sam_for
     from .app import create_app
     from .config import require_sdk
     from .engine import LabelStudioEngine

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from ..backends import MissingExtra
-from ..images import InputError
+from ..data.images import InputError
 
 OUTPUT_TAGS = {"BrushLabels": "brushlabels", "PolygonLabels": "polygonlabels"}
 SDK_HINT = 'pip install "stablesam[label-studio]"'

@@ -13,8 +13,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from ..demo.engine import number
-from ..images import InputError
-from ..segment import box_problem
+from ..data.images import InputError
+from ..commands.segment import box_problem
 
 BOX_TYPES = ("rectanglelabels", "rectangle")
 CLICK_TYPES = ("keypointlabels", "keypoint")

@@ -63,7 +63,7 @@ class StableSam(nn.Module):
         self.last_alpha: Optional[torch.Tensor] = None  # (B, 2) of the last engaged call
         self.last_offsets: Optional[torch.Tensor] = None  # (B, h, w, 2), grid cells
         # With gradients on (training): site -> (α (B, 2), offsets (B, h, w, 2) or (B, h, w, G, 2))
-        # of the last call, not detached, for loss terms on the routing (`stablesam.routing_terms`).
+        # of the last call, not detached, for loss terms on the routing (`stablesam.training.routing_terms`).
         self.routing_graph: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
         self._engaged = 0
         self._state: Dict[str, Any] = {}

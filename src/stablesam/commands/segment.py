@@ -1,0 +1,177 @@
+"""`stablesam segment`: one image, a box and/or clicks, a mask (and an overlay).
+
+Every check (outputs, image, prompt, model SPEC) runs before the model does; a bad input is an
+`InputError` (the CLI prints its first line and exits with 2) and no file is written. The mask
+and the overlay are written together: both or neither.
+"""
+
+import argparse
+import io
+import math
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from ..data.images import InputError, load_image
+from ..fileio import OutputError, check_writable, write_together
+
+# Output formats by extension: a mask must survive lossless (0/255 only); an overlay is a picture.
+MASK_FORMATS: Dict[str, str] = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+OVERLAY_FORMATS: Dict[str, str] = {**MASK_FORMATS, ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def parse_numbers(text: str, n: Tuple[int, ...], what: str) -> List[float]:
+    """'a,b,...' -> n finite numbers, or InputError (NaN, inf and 1e999 are not coordinates)."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in n:
+        raise InputError(f"bad {what} {text!r}")
+    if not all(math.isfinite(v) for v in values):
+        raise InputError(f"bad {what} {text!r}: every value must be a finite number")
+    return values
+
+
+def box_problem(box, size: Tuple[int, int]) -> Optional[str]:
+    """Why (x0, y0, x1, y1) is no box prompt for an image of size (H, W) (inclusive pixel
+    indices, as `prompts`), or None when it is one."""
+    x0, y0, x1, y1 = box
+    h, w = size
+    if x1 <= x0 or y1 <= y0:
+        return "inverted or empty box (need x0 < x1 and y0 < y1)"
+    if x0 < 0 or y0 < 0 or x1 > w - 1 or y1 > h - 1:
+        return f"outside the {w}x{h} image (x in 0..{w - 1}, y in 0..{h - 1})"
+    return None
+
+
+def parse_box(text: str, size: Tuple[int, int]) -> np.ndarray:
+    """'x0,y0,x1,y1' in pixels of an image of size (H, W) -> (4,)."""
+    box = parse_numbers(text, (4,), "--box (expected x0,y0,x1,y1)")
+    problem = box_problem(box, size)
+    if problem:
+        raise InputError(f"--box {text}: {problem}")
+    return np.array(box)
+
+
+def parse_point(text: str, size: Tuple[int, int]) -> Tuple[List[float], int]:
+    """'x,y[,label]' (label 1 = foreground, 0 = background) -> ([x, y], label)."""
+    values = parse_numbers(text, (2, 3), "--point (expected x,y or x,y,label)")
+    if len(values) == 3 and values[2] not in (0, 1):
+        raise InputError(f"--point {text}: label must be 1 (foreground) or 0 (background)")
+    label = int(values[2]) if len(values) == 3 else 1
+    h, w = size
+    x, y = values[:2]
+    if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
+        raise InputError(f"--point {text}: outside the {w}x{h} image")
+    return [x, y], label
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, box: Optional[np.ndarray], points, labels) -> np.ndarray:
+    """The image with the mask tinted and the prompt drawn."""
+    out = image.copy()
+    tint = np.array([30, 144, 255], np.uint8)
+    out[mask] = (0.45 * out[mask] + 0.55 * tint).astype(np.uint8)
+    edges = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((3, 3), np.uint8)) > 0
+    out[edges] = tint
+    if box is not None:
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        cv2.rectangle(out, (x0, y0), (x1, y1), (0, 230, 0), 2)
+    for (x, y), label in zip(points, labels):
+        cv2.circle(out, (int(round(x)), int(round(y))), 5, (0, 230, 0) if label else (230, 0, 0), -1)
+        cv2.circle(out, (int(round(x)), int(round(y))), 5, (255, 255, 255), 1)
+    return out
+
+
+def check_output(path: Path, formats: Dict[str, str], option: str, inputs: List[Path]) -> None:
+    """Refuse an output path before any work: an extension without a fitting format, a folder,
+    a path that is one of `inputs` (by name or, through links, by inode), or one that cannot be
+    written."""
+    if path.suffix.lower() not in formats:
+        raise InputError(f"{option} {path}: the extension must be one of {', '.join(formats)} "
+                         f"(the file is written in the format it names)")
+    if path.is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file name")
+    for other in inputs:
+        same = os.path.abspath(path) == os.path.abspath(other)
+        if not same and path.exists() and other.exists():
+            same = os.path.samefile(path, other)
+        if same:
+            raise InputError(f"{option} {path} is the same file as {other}; it would be overwritten")
+    check_writable(path, option)
+
+
+def image_writer(path: Path, array: np.ndarray):
+    """write(f) that writes an image in the format `path`'s extension names (`OVERLAY_FORMATS`)."""
+    fmt = OVERLAY_FORMATS[path.suffix.lower()]
+
+    def write(f):
+        buf = io.BytesIO()
+        Image.fromarray(array).save(buf, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+        f.write(buf.getvalue())
+
+    return write
+
+
+def write_image(path: Path, array: np.ndarray) -> None:
+    """Atomically write an image in the format its extension names (`OVERLAY_FORMATS`)."""
+    write_together({path: image_writer(path, array)})
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    """`stablesam segment` with its parsed arguments: print the scores, write the mask (and overlay)."""
+    from ..models.spec import SpecError, build_sam_for
+    from ..backends.predictor import StableSamPredictor
+
+    if getattr(args, "everything", False):
+        from .everything import run_everything
+
+        return run_everything(args)
+    image_path = Path(args.image)
+    out = Path(args.out or f"{image_path.stem}_mask.png")
+    if args.max_pixels < 1:
+        raise InputError("--max-pixels must be positive")
+    check_output(out, MASK_FORMATS, "--out", [image_path])
+    if args.overlay:
+        check_output(Path(args.overlay), OVERLAY_FORMATS, "--overlay", [image_path, out])
+    image = load_image(image_path, max_pixels=args.max_pixels)
+    box = parse_box(args.box, image.shape[:2]) if args.box else None
+    clicks = [parse_point(p, image.shape[:2]) for p in args.point or []]
+    if box is None and not clicks:
+        raise InputError("no prompt: give --box x0,y0,x1,y1 and/or --point x,y[,label]")
+    try:
+        spec, model = build_sam_for("segment", args.model, args.device, args.force)
+    except SpecError as e:
+        raise InputError(str(e)) from None
+    points = np.array([c for c, _ in clicks], float) if clicks else None
+    labels = np.array([lab for _, lab in clicks]) if clicks else None
+    predictor = StableSamPredictor(model)
+    predictor.set_image(image)
+    masks, scores, _ = predictor.predict(point_coords=points, point_labels=labels, box=box,
+                                         multimask_output=args.multimask)
+    best = int(np.argmax(scores))
+    mask = masks[best]
+    files = {out: image_writer(out, mask.astype(np.uint8) * 255)}
+    if args.overlay:
+        files[Path(args.overlay)] = image_writer(Path(args.overlay), overlay(
+            image, mask, box, [] if points is None else points, [] if labels is None else labels))
+    try:
+        write_together(files)
+    except OSError as e:
+        raise OutputError(f"cannot write {e.filename or out}: {e.strerror or e}; no file was written") from None
+    print(f"model: {spec.name}")
+    extra = f" (best of 3: {', '.join(f'{s:.3f}' for s in scores)})" if args.multimask else ""
+    print(f"predicted IoU: {scores[best]:.3f}{extra}")
+    alpha = predictor.routing["alpha"]
+    if alpha is None:
+        print("routing weights: none (plugins off)")
+    else:
+        shift = np.abs(predictor.routing["offsets"][0]).mean()
+        print(f"routing weights: alpha = {alpha[0, 0]:.3f} (deformed), {alpha[0, 1]:.3f} (regular); "
+              f"mean |offset| {shift:.2f} embedding cells")
+    print(f"wrote {out} ({image.shape[1]}x{image.shape[0]})" + (f" and {args.overlay}" if args.overlay else ""))
+    return 0
