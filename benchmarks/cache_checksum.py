@@ -15,7 +15,7 @@ import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
 from stablesam.models.cache import tensor_checksum
-from stablesam.models.files import atomic_torch_save
+from stablesam.fileio import atomic_torch_save
 
 
 def seconds(fn, repeats: int = 5) -> float:

@@ -15,7 +15,10 @@ from segment_anything import sam_model_registry
 
 from stablesam import StableSam
 from stablesam.models.cache import encode_image
-from stablesam.training.loop import TrainConfig, TrainObject, TrainStep, low_res_target, set_trainable, step_items
+from stablesam.training.record import TrainConfig
+from stablesam.training.objects import TrainObject
+from stablesam.training.loop import TrainStep, set_trainable, step_items
+from stablesam.backends.geometry import low_res_target
 
 
 def peak_rss_mb() -> float:

@@ -39,7 +39,7 @@ from stablesam.data.layouts import open_dataset
 from stablesam.evaluation.metrics import mask_iou
 from stablesam.models.spec import build_model, parse_model_spec
 from stablesam.backends.predictor import CPU_MAX_BATCH
-from stablesam.evaluation.reports import write_text
+from stablesam.fileio import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"SAM": False, "Stable-SAM": True}  # name -> plugins_enabled

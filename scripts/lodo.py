@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 
 from stablesam.cli import build_parser  # noqa: E402
 from stablesam.cli import main as stablesam  # noqa: E402
-from stablesam.evaluation.reports import write_text  # noqa: E402
+from stablesam.fileio import write_text
 
 DEFAULT_PROMPTS = "gt-box,noisy-box@0.2,noisy-box@0.4,points@1,points@3"
 RESERVED = ("--data", "--model", "--out", "--split", "--cache", "--no-cache", "--resume", "--data-root", "--device",

@@ -202,7 +202,9 @@ def test_adv_box_rts_component_mines_admissible_boxes_worse_than_random(tmp_path
     from stablesam.models.embedded import EXAMPLES_DIR
     from stablesam.evaluation.metrics import mask_iou
     from stablesam.training.rts import RtsMixture
-    from stablesam.training.loop import TrainConfig, TrainObject, TrainStep, step_items
+    from stablesam.training.record import TrainConfig
+    from stablesam.training.objects import TrainObject
+    from stablesam.training.loop import TrainStep, step_items
 
     model = stablesam.load_model()
     image = stablesam.load_image(EXAMPLES_DIR / "coffee.jpg")

@@ -17,7 +17,8 @@ from conftest import build_small_sam, perturb_plugins
 from stablesam import StableSam, save_plugin
 from stablesam.backends import get_backend
 from stablesam.cli import main
-from stablesam.models.files import read_plugin, read_weights
+from stablesam.models.files import read_plugin
+from stablesam.backends.official import read_weights
 from test_eval import make_folder
 from test_training import SRC, losses, run
 

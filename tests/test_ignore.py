@@ -12,7 +12,7 @@ from conftest import SHARED_DATA
 from stablesam.data.datasets import FolderDataset, is_trimap
 from stablesam.training.losses import bce_dice_loss
 from stablesam.evaluation.metrics import boundary_iou, mask_iou
-from stablesam.training.loop import low_res_target
+from stablesam.backends.geometry import low_res_target
 
 
 def trimap() -> np.ndarray:
@@ -82,7 +82,7 @@ def test_plugin_training_objects_carry_the_band_as_zero_weight(tmp_path):
     from conftest import build_small_sam
     from stablesam.models.cache import EmbeddingCache
     from stablesam.modeling import StableSam
-    from stablesam.training.loop import prepare_objects
+    from stablesam.training.objects import prepare_objects
 
     write_pair(tmp_path, "pet", trimap())
     model = StableSam(build_small_sam())

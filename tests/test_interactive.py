@@ -119,7 +119,8 @@ def test_interactive_rts_component_is_drawn_and_seeded():
 
 
 def test_prompt_and_decoder_training_moves_the_mask_input_path(tmp_path):
-    from stablesam.models.files import load_decoder, load_sam_file, read_weights, save_sam_file
+    from stablesam.models.files import load_decoder, load_sam_file, save_sam_file
+    from stablesam.backends.official import read_weights
     from stablesam.cli import main
     from conftest import SMALL_ARCH
     from test_eval import make_folder

@@ -10,13 +10,16 @@ import torch
 
 from conftest import SMALL_ARCH, build_small_sam, perturb_plugins
 from stablesam import StableSam, StableSamPredictor, save_plugin
-from stablesam.models.files import attach_plugin, read_plugin, read_weights, save_sam_file
+from stablesam.models.files import attach_plugin, read_plugin, save_sam_file
+from stablesam.backends.official import read_weights
 from stablesam.cli import main
 from stablesam.modeling import PluginConfig
 from stablesam.prompts.generation import Prompts, mask_to_box, noisy_boxes, sample_points
 from stablesam.training.routing_terms import (RoutingTerms, box_noise_scale, consistency_loss, is_near_gt, offset_penalty,
                                      plugins_off)
-from stablesam.training.loop import TrainObject, TrainStep, with_defaults
+from stablesam.training.objects import TrainObject
+from stablesam.training.loop import TrainStep
+from stablesam.training.record import with_defaults
 from test_eval import make_folder
 
 OPTIONS = {

@@ -13,7 +13,8 @@ from families import PROMPTS, assert_batch_equals_singles, assert_identity, asse
 from stablesam import CheckpointError, StableSam, StableSamPredictor, save_plugin
 from stablesam.backends import Embedding, get_backend
 from stablesam.backends.sam2_predictor import plain_predictor
-from stablesam.models.files import attach_plugin, load_family_weights
+from stablesam.models.files import attach_plugin
+from stablesam.backends.official import load_family_weights
 
 IMAGE = np.random.default_rng(0).integers(0, 255, size=(120, 180, 3), dtype=np.uint8)
 SIZE = 512

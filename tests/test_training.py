@@ -13,12 +13,15 @@ from PIL import Image
 
 from conftest import SMALL_ARCH, build_small_sam
 from stablesam.models.cache import EmbeddingCache
-from stablesam.models.files import load_sam_file, read_plugin, read_weights, save_sam_file
+from stablesam.models.files import load_sam_file, read_plugin, save_sam_file
+from stablesam.backends.official import read_weights
 from stablesam.cli import main
 from stablesam.data.datasets import FolderDataset
 from stablesam.models.spec import build_model, parse_model_spec
 from stablesam.training.rts import KINDS, RtsMixture, sample_rts_prompt
-from stablesam.training.loop import TrainConfig, TrainStep, prepare_objects, step_items
+from stablesam.training.record import TrainConfig
+from stablesam.training.loop import TrainStep, step_items
+from stablesam.training.objects import prepare_objects
 from test_eval import make_folder
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")

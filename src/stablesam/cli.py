@@ -55,7 +55,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print("model SPECs (segment and demo take the SAM ones, not grabcut):")
     print("\n".join(ACCEPTED.splitlines()[1:]))
     if embedded_available():
-        from .models.files import read_weights
+        from .backends.official import read_weights
 
         meta = read_weights(BASE_FILE)["meta"]
         data = meta.get("data", {})

@@ -1,4 +1,5 @@
-"""Where a command's files go: checked before any work, written all together or not at all.
+"""File I/O: where a command's files go, checked before any work, and every write of the
+package made atomic (written beside, renamed into place: all together or not at all).
 
 `folder_problem` says why files cannot be created in a folder (a file or a broken link on the
 way, no permission, a file system that takes no new files such as /proc) by trying to: the
@@ -9,13 +10,18 @@ renamed before it). A replaced file keeps its permission bits; a new one gets th
 """
 
 import errno
+import glob
 import os
 import stat
 import tempfile
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+
+import torch
 
 from .data.images import InputError
+
+PathLike = Union[str, os.PathLike]
 
 
 class OutputError(InputError):
@@ -92,7 +98,7 @@ def stage(path: Path, write: Callable) -> str:
         try:
             mode = stat.S_IMODE(os.stat(path).st_mode)
         except OSError:
-            from .models.files import current_umask
+            from .fileio import current_umask
 
             mode = 0o666 & ~current_umask()  # mkstemp makes 0600 files
         os.chmod(tmp, mode)
@@ -135,3 +141,49 @@ def write_together(files: Dict[Path, Callable]) -> None:
         for _, _, backup in done:
             if backup is not None:
                 Path(backup).unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_torch_save(obj: Any, path: PathLike) -> None:
+    """torch.save to a temporary file in the same folder, then rename over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write(path: Path, write: Callable) -> None:
+    """write(f) into a temporary file beside `path`, then rename it into place (a replaced file
+    keeps its mode; `outputs.write_together` writes several files all or none)."""
+    write_together({Path(path): write})
+
+
+def remove_stale_temps(folder: Path, names: List[str]) -> None:
+    """Delete the temporary files an `atomic_write` of `folder/name` leaves when its process is
+    killed mid-write (call it where no other process writes these files)."""
+    for name in names:
+        for tmp in folder.glob(glob.escape(name) + ".*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def save_figure(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
+    plt.close(fig)

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .geometry import PaddedFrame
+
 
 class MissingExtra(ImportError):
     """A SAM family whose package is not installed; the message names the pip extra."""
@@ -124,18 +126,18 @@ class Backend:
         raise NotImplementedError
 
     # -------------------------------------------------------------- prompts
+    def frame(self, model: nn.Module) -> PaddedFrame:
+        """The input frame's geometry (SAM 1: the long side resized to `image_size`, padded)."""
+        return PaddedFrame(self.image_size(model))
+
     def prompt_transform(self, model: nn.Module) -> Any:
         """Maps original-image XY to the model's input frame: apply_coords(c, (H, W)),
         apply_boxes(b, (H, W)) on numpy arrays (SAM 1's ResizeLongestSide interface)."""
-        from segment_anything.utils.transforms import ResizeLongestSide
-
-        return ResizeLongestSide(self.image_size(model))
+        return self.frame(model).transform()
 
     def low_res_target(self, mask: np.ndarray, model: nn.Module) -> torch.Tensor:
         """(H, W) mask -> (1, 1, *mask_input_size) soft mask in the low-res logit frame."""
-        from ..training.loop import low_res_target
-
-        return low_res_target(mask, self.image_size(model), self.mask_input_size(model))
+        return self.frame(model).low_res_target(mask, self.mask_input_size(model))
 
     def decode(self, model: nn.Module, features: torch.Tensor, extras: Dict[str, List[torch.Tensor]],
                points: Optional[Tuple[torch.Tensor, torch.Tensor]], boxes: Optional[torch.Tensor],

@@ -16,10 +16,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from . import require
 from .base import Backend, Embedding
+from .geometry import PaddedFrame, SquareFrame
 
 MODEL_TYPES = ("sam", "sam2")
 
@@ -84,20 +84,8 @@ class HfBackend(Backend):
             return Embedding(out[-1], (s, s), original, {"high_res_feats": list(out[:-1])})
         return Embedding(out, tuple(int(v) for v in inputs["reshaped_input_sizes"][0]), original)
 
-    def prompt_transform(self, model: nn.Module) -> Any:
-        if is_sam2(model):
-            from .sam2 import SquareResize
-
-            return SquareResize(self.image_size(model))
-        return super().prompt_transform(model)
-
-    def low_res_target(self, mask: np.ndarray, model: nn.Module) -> torch.Tensor:
-        if not is_sam2(model):
-            return super().low_res_target(mask, model)
-        s = self.image_size(model)
-        t = F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], (s, s), mode="bilinear",
-                          align_corners=False)
-        return F.interpolate(t, self.mask_input_size(model), mode="area")
+    def frame(self, model: nn.Module) -> PaddedFrame:
+        return SquareFrame(self.image_size(model)) if is_sam2(model) else PaddedFrame(self.image_size(model))
 
     def decode(self, model: nn.Module, features: torch.Tensor, extras: Dict[str, List[torch.Tensor]],
                points: Optional[Tuple[torch.Tensor, torch.Tensor]], boxes: Optional[torch.Tensor],
@@ -123,7 +111,7 @@ class HfBackend(Backend):
 
     def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
         """`hf:DIR`: a folder written by `save_pretrained` (config.json + weights)."""
-        from ..models.files import CheckpointError, unpickling_reason
+        from .official import CheckpointError, unpickling_reason
 
         require("hf")
         folder = Path(path)

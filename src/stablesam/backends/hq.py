@@ -64,7 +64,7 @@ class HqBackend(Backend):
         return sam_model_registry[VARIANTS[variant]]()
 
     def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
-        from ..models.files import CheckpointError, load_family_weights
+        from .official import CheckpointError, load_family_weights
 
         if variant not in VARIANTS:
             raise CheckpointError(f"unknown HQ-SAM model {variant!r}; accepted: {', '.join(VARIANTS)}")

@@ -8,6 +8,7 @@ import torch
 from segment_anything import SamPredictor
 
 from ..modeling import StableSam
+from .geometry import prompts_to_frame
 
 CPU_MAX_BATCH = 4  # prompts per decoder pass on a CPU (see predict_batch)
 
@@ -29,15 +30,7 @@ class StablePredictorMixin:
 
     def _batch_inputs(self, boxes, point_coords, point_labels):
         """SamPredictor's transform: returns (points, labels, boxes) tensors or None each."""
-        points_t = labels_t = boxes_t = None
-        if point_coords is not None:
-            coords = self.transform.apply_coords(np.asarray(point_coords, float), self.original_size)
-            points_t = torch.as_tensor(coords, dtype=torch.float, device=self.device)
-            labels_t = torch.as_tensor(np.asarray(point_labels), dtype=torch.int, device=self.device)
-        if boxes is not None:
-            b = self.transform.apply_boxes(np.asarray(boxes, float), self.original_size)
-            boxes_t = torch.as_tensor(b, dtype=torch.float, device=self.device)
-        return points_t, labels_t, boxes_t
+        return prompts_to_frame(self.transform, self.original_size, self.device, boxes, point_coords, point_labels)
 
     def _decode_batch(self, points, labels, boxes, multimask_output: bool, return_logits: bool):
         return self.predict_torch(points, labels, boxes, None, multimask_output, return_logits=return_logits)

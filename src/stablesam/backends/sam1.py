@@ -54,6 +54,6 @@ class Sam1Backend(Backend):
         return StableSamAutomaticMaskGenerator
 
     def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
-        from ..models.files import load_official_sam
+        from .official import load_official_sam
 
         return load_official_sam(path, variant, device)

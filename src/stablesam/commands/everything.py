@@ -21,7 +21,7 @@ import numpy as np
 
 from ..data.images import InputError, load_image
 from ..fileio import OutputError, folder_problem
-from ..evaluation.reports import write_text
+from ..fileio import write_text
 from .segment import write_image
 
 SUMMARY = "masks.json"
@@ -79,7 +79,7 @@ def replace_folder(out: Path, files: Dict[str, Any]) -> None:
     try:
         for name, content in files.items():
             (write_text if isinstance(content, str) else write_image)(tmp / name, content)
-        from ..models.files import current_umask
+        from ..fileio import current_umask
 
         os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700 folders
         if out.exists():

@@ -56,8 +56,9 @@ def run_train(args: argparse.Namespace) -> int:
     from ..models.spec import SpecError, build_model, parse_model_spec
     from ..training.routing_terms import RoutingTerms
     from ..training.rts import RtsMixture
-    from ..training.loop import (ResumeMismatch, TrainConfig, TrainingError, prepare_objects, read_checkpoint, train,
-                           tuned_modules, warm_cache)
+    from ..training.record import ResumeMismatch, TrainConfig, TrainingError, read_checkpoint
+    from ..training.objects import prepare_objects, warm_cache
+    from ..training.loop import train, tuned_modules
 
     finite = [v for v in (args.lr, args.offset_range, args.epochs, args.routing_temperature) if v is not None]
     if not all(math.isfinite(v) for v in finite) or (args.offset_range is not None and args.offset_range <= 0):

@@ -9,8 +9,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .clicks import number_of_clicks, run_clicks
 from ..models.spec import SamSegmenter, Segmenter
+from .clicks import number_of_clicks, run_clicks
 
 
 @dataclass
@@ -126,7 +126,8 @@ def click_curve(rows: List[Dict], path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .reports import save_figure, short_name
+    from ..fileio import save_figure
+    from .reports import short_name
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False)

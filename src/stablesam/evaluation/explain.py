@@ -12,8 +12,9 @@ from typing import List
 
 import numpy as np
 
+from ..fileio import save_figure
 from .prompt_eval import EvalResult
-from .reports import draw_prompt, save_figure, short_name, view_window
+from .reports import draw_prompt, short_name, view_window
 
 
 def _upsample(grid_map: np.ndarray, shape: tuple, img_size: int) -> np.ndarray:

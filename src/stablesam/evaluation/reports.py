@@ -1,42 +1,23 @@
 """What `stablesam eval` writes: results.json, results.md, per_object.csv and two figures."""
 
 import csv
-import glob
 import io
 import json
 import re
 import textwrap
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
-from .prompt_eval import OPTIONAL_SCORES, EvalResult
-from ..fileio import write_together
+from ..fileio import save_figure, write_text
 from ..prompts.generation import parse_prompt
+from .prompt_eval import OPTIONAL_SCORES, EvalResult
 from .worst_case import worst_case_rows, worst_case_table
 
 METRICS = (("mIoU", "mIoU"), ("mBIoU", "mBIoU"), ("stability", "stability (mean pairwise IoU)"),
            ("attention_inside", "mask token's layer-2 attention inside the object (share of its mass)"),
            ("alpha1", "routing weight α1 on the deformed features (DRP; mean over the prompts)"))
-
-
-def atomic_write(path: Path, write: Callable) -> None:
-    """write(f) into a temporary file beside `path`, then rename it into place (a replaced file
-    keeps its mode; `outputs.write_together` writes several files all or none)."""
-    write_together({Path(path): write})
-
-
-def remove_stale_temps(folder: Path, names: List[str]) -> None:
-    """Delete the temporary files an `atomic_write` of `folder/name` leaves when its process is
-    killed mid-write (call it where no other process writes these files)."""
-    for name in names:
-        for tmp in folder.glob(glob.escape(name) + ".*.tmp"):
-            tmp.unlink(missing_ok=True)
-
-
-def write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def markdown_tables(result: EvalResult, models: List[str]) -> str:
@@ -83,13 +64,6 @@ def write_csv(path: Path, objects: List[Dict]) -> None:
     for o in objects:
         writer.writerow({k: ("" if o.get(k) is None else o[k]) for k in fields})
     write_text(path, buf.getvalue())
-
-
-def save_figure(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
 
 
 def noise_curve(result: EvalResult, models: List[str], path: Path) -> bool:

@@ -32,9 +32,9 @@ from segment_anything.utils.onnx import SamOnnxModel
 from torch.nn import functional as F
 
 from ..data.images import InputError
-from ..modeling import StableSam
 from ..fileio import OutputError, check_writable
-from ..evaluation.reports import atomic_write
+from ..fileio import atomic_write
+from ..modeling import StableSam
 
 INPUT_NAMES = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
 OUTPUT_NAMES = ("masks", "iou_predictions", "low_res_masks", "alpha")

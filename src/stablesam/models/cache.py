@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from ..backends import Embedding, backend_for
-from .files import atomic_torch_save, encoder_fingerprint
+from ..fileio import atomic_torch_save
 from ..fileio import creation_problem, nearest_folder
+from .files import encoder_fingerprint
 
 CACHE_FORMAT = 2  # 2: each entry carries a CRC-32 of its tensor bytes
 

@@ -46,7 +46,7 @@ def recorded_checksums() -> Dict[str, str]:
 
 def verify(path: Path) -> None:
     """Refuse an embedded file whose content differs from its recorded checksum."""
-    from .files import CheckpointError
+    from ..backends.official import CheckpointError
 
     expected = recorded_checksums().get(path.name)
     if expected is None:

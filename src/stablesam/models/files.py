@@ -1,146 +1,22 @@
-"""Reading official SAM checkpoints, plugin files, and `load_model`."""
+"""stablesam's own weight files: plugin files, decoder-tuned weights (the DT baseline) and SAM
+files (architecture + weights, the embedded model's format), each tied to the base SAM it
+belongs to by a fingerprint of its weights."""
 
 import hashlib
-import os
-import pickle
-import tempfile
-import zipfile
-from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import torch
-from segment_anything import sam_model_registry
 from segment_anything.modeling import Sam
 
 from ..backends import backend_for, family_title
+from ..backends.official import CheckpointError, PathLike, check_size, describe_mismatch, read_weights
+from ..fileio import atomic_torch_save
 from ..modeling import PluginConfig, StableSam
 
-PathLike = Union[str, os.PathLike]
-MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
-ENCODER_WIDTH = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 PLUGIN_FORMAT = "stablesam-plugin"
 PLUGIN_FORMAT_VERSION = 1
 PLUGIN_MAX_BYTES = 64 * 2**20  # plugin files are a few hundred kB
 DECODER_MAX_BYTES = 512 * 2**20  # a tuned SAM decoder (and prompt encoder) is tens of MB
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or plugin file that cannot be used, with the reason."""
-
-
-def unpickling_reason(e: Exception) -> str:
-    """The line of a weights_only refusal that names what was refused (torch's message is many
-    lines of advice around it)."""
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    named = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
-    reason = (named or lines or [type(e).__name__])[0]
-    return reason.split("error: ", 1)[-1][:200]
-
-
-def check_size(path: PathLike, limit: int, kind: str) -> None:
-    """Refuse a file over `limit` bytes before reading it."""
-    size = Path(path).stat().st_size if Path(path).is_file() else 0
-    if size > limit:
-        raise CheckpointError(f"{path}: {size / 2**20:,.0f} MB is too large for {kind} (the limit is "
-                              f"{limit / 2**20:.0f} MB); not read")
-
-
-def read_weights(path: PathLike, device: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
-    """torch.load with weights_only=True and map_location=device, errors made readable."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint file not found: {path}")
-    try:
-        obj = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(
-            f"{path}: refused by torch.load(weights_only=True): it holds objects other than "
-            f"tensors and plain containers ({unpickling_reason(e)})"
-        ) from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt file?): {first}"
-        ) from None
-    if not isinstance(obj, dict):
-        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(obj).__name__}")
-    return obj
-
-
-def sam_state_dict(obj: Dict[str, Any], path: PathLike) -> Dict[str, torch.Tensor]:
-    """The SAM state dict inside a checkpoint (Meta's files are the state dict itself)."""
-    if not any(k.startswith("mask_decoder.") for k in obj):
-        for key in ("model", "state_dict"):  # common wrappers of fine-tuned checkpoints
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    bad = [k for k, v in obj.items() if not isinstance(v, torch.Tensor)]
-    if bad:
-        raise CheckpointError(f"{path}: not a SAM state dict (non-tensor entries such as {bad[:3]})")
-    return obj
-
-
-def describe_mismatch(model: Sam, state: Dict[str, torch.Tensor], model_type: str, path: PathLike) -> Optional[str]:
-    """A readable account of why `state` does not fit `model`, or None if it fits."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if not (missing or unexpected or shapes):
-        return None
-    lines = [f"{path} does not fit a {model_type} model:"]
-    width = state.get("image_encoder.patch_embed.proj.weight")
-    if width is not None and ENCODER_WIDTH.get(width.shape[0], model_type) != model_type:
-        lines.append(
-            f"  it looks like a {ENCODER_WIDTH[width.shape[0]]} checkpoint "
-            f"(image encoder width {width.shape[0]}); pass that model type instead"
-        )
-    if not any(k.startswith("mask_decoder.") for k in state):
-        lines.append("  it has no mask_decoder.* weights: not a SAM checkpoint")
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-        if items:
-            more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-            lines.append(f"  {len(items)} {title}: {', '.join(items[:5])}{more}")
-    return "\n".join(lines)
-
-
-def checkpoint_family(state: Dict[str, Any]) -> Optional[str]:
-    """Which SAM family a state dict's key names say it is (None: none of them)."""
-    if any(k.startswith("sam_mask_decoder.") for k in state):
-        return "sam2"
-    if "mask_decoder.hf_token.weight" in state:
-        return "hq"
-    if any(k.startswith(("vision_encoder.", "mask_decoder.transformer.layers.0.layer_norm1")) for k in state):
-        return "hf"
-    if any(k.startswith("mask_decoder.") for k in state):
-        return "sam1"
-    return None
-
-
-def load_official_sam(path: PathLike, model_type: str, device: Union[str, torch.device] = "cpu") -> Sam:
-    """A Sam built by Meta's builder for `model_type` with the official `.pth` at `path`."""
-    if model_type not in MODEL_TYPES:
-        raise CheckpointError(f"unknown model type {model_type!r}; accepted: {', '.join(MODEL_TYPES)}")
-    return load_family_weights(sam_model_registry[model_type](), path, "sam1", model_type, device)
-
-
-def load_family_weights(model: torch.nn.Module, path: PathLike, family: str, variant: str,
-                        device: Union[str, torch.device] = "cpu") -> torch.nn.Module:
-    """Load an official checkpoint of `family` (a state dict, or {"model": state dict} as SAM 2's)
-    into `model`, strictly; a checkpoint of another family or variant is refused saying which."""
-    state = sam_state_dict(read_weights(path, device), path)
-    found = checkpoint_family(state)
-    if found is not None and found != family:
-        raise CheckpointError(f"{path}: this is a {family_title(found)} checkpoint, not {family_title(family)} ({variant})")
-    problem = describe_mismatch(model, state, variant, path)
-    if problem:
-        raise CheckpointError(problem)
-    model.load_state_dict(state)
-    return model.to(device).eval()
 
 
 def weights_fingerprint(module: torch.nn.Module, sample_prefix: str = "image_encoder.") -> str:
@@ -168,27 +44,6 @@ def base_fingerprint(sam: torch.nn.Module) -> str:
 def encoder_fingerprint(sam: torch.nn.Module) -> str:
     """Identity of a SAM's image encoder: what an image embedding depends on."""
     return weights_fingerprint(backend_for(sam).encoder(sam), sample_prefix="")
-
-
-def current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_torch_save(obj: Any, path: PathLike) -> None:
-    """torch.save to a temporary file in the same folder, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_plugin(model: StableSam, path: PathLike, base_name: str, meta: Optional[Dict[str, Any]] = None) -> None:
@@ -272,50 +127,6 @@ def attach_plugin(sam: torch.nn.Module, path: PathLike, force: bool = False) -> 
     except (ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: {e}") from None
     return model.to(model.device)
-
-
-def load_model(
-    checkpoint: Optional[PathLike] = None,
-    model_type: Optional[str] = None,
-    plugin: Optional[PathLike] = None,
-    device: Optional[Union[str, torch.device]] = None,
-    force: bool = False,
-) -> StableSam:
-    """Build a StableSam.
-
-    With an official checkpoint and `model_type` (vit_b, vit_l, vit_h; or another family's SPEC
-    head: hq_vit_b, sam2.1_hiera_t, hf with a folder, ...): that SAM, with the plugin file if
-    given, else with `plugins_enabled = False` (plain SAM). With no checkpoint:
-    the embedded tiny model (its Stable-SAM plugin unless `plugin` names another file).
-    """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if checkpoint is None:
-        from .embedded import load_embedded_sam
-
-        sam, default_plugin = load_embedded_sam(device)
-        plugin = plugin if plugin is not None else default_plugin
-    else:
-        if model_type is None:
-            raise CheckpointError(f"model_type is needed with a checkpoint; accepted: {', '.join(MODEL_TYPES)}")
-        from .spec import FAMILY_BASES  # hq_vit_b, sam2.1_hiera_t, hf, ...
-
-        if model_type in FAMILY_BASES:
-            from ..backends import get_backend
-
-            sam = get_backend(FAMILY_BASES[model_type]).load(model_type, checkpoint, device)
-        else:
-            sam = load_official_sam(checkpoint, model_type, device)
-    return wrap_sam(sam, plugin, force)
-
-
-def wrap_sam(sam: torch.nn.Module, plugin: Optional[PathLike] = None, force: bool = False) -> StableSam:
-    """Stable-SAM with the plugin file, or (no plugin) the same wrapper serving as plain SAM."""
-    if plugin is not None:
-        return attach_plugin(sam, plugin, force=force)
-    model = StableSam(sam)
-    model = model.to(model.device)
-    model.plugins_enabled = False
-    return model
 
 
 DECODER_FORMAT = "stablesam-decoder"

@@ -13,14 +13,14 @@ import torch
 
 from ..backends import MissingExtra, get_backend, require
 from ..backends.hq import VARIANTS as HQ_VARIANTS
-from ..backends.sam2 import CONFIGS as SAM2_CONFIGS
-from .cache import EmbeddingCache
-from .files import (
-    MODEL_TYPES, CheckpointError, load_decoder, load_official_sam, load_sam_file, wrap_sam,
-)
-from ..modeling import StableSam
+from ..backends.official import MODEL_TYPES, CheckpointError, load_official_sam
 from ..backends.predictor import StableSamPredictor
+from ..backends.sam2 import CONFIGS as SAM2_CONFIGS
+from ..modeling import StableSam
 from ..prompts.generation import Prompts
+from .cache import EmbeddingCache
+from .files import load_decoder, load_sam_file
+from .loading import wrap_sam
 
 EMBEDDED = ("tiny-sam", "tiny-stable-sam")
 # SPEC heads of the other SAM families -> family (each needs its pip extra)

@@ -1,129 +1,36 @@
-"""`stablesam train`: the plugins (Stable-SAM) or the whole decoder (DT baseline) on cached
-embeddings, resumable, on one process or many (torchrun + DistributedDataParallel)."""
+"""The training loop of `stablesam train`: the plugins (Stable-SAM) or the whole decoder (DT
+baseline) on cached embeddings, resumable, on one process or many (torchrun +
+DistributedDataParallel); each step's prompts are a pure function of (seed, step)."""
 
-import csv
-import io
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
-from segment_anything.utils.transforms import ResizeLongestSide
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..models.cache import EmbeddingCache
-from ..data.datasets import DataError, read_image
-from ..models.files import (
-    CheckpointError, atomic_torch_save, base_fingerprint, read_weights, save_decoder, save_plugin,
-)
-from .losses import bce_dice_loss
-from ..modeling import PluginConfig, StableSam
+from ..backends.geometry import prompts_to_frame
+from ..fileio import atomic_torch_save, remove_stale_temps, write_text
+from ..modeling import StableSam
+from ..models.files import base_fingerprint
 from ..prompts.adversarial import MIN_BOX_SIDE, search_box
 from ..prompts.generation import Prompts, box_from_noise, mask_to_box, object_rng
-from ..evaluation.reports import remove_stale_temps, save_figure, write_text
 from .interactive import image_cells, interactive_loss
-from .rts import GT_BOX_ONLY, RtsMixture, sample_rts_prompt
+from .losses import bce_dice_loss
+from .objects import TrainObject
+from .record import (
+    CHECKPOINT_FORMAT, ResumeMismatch, TrainConfig, TrainingError, plot_loss, read_checkpoint, write_log_csv,
+    write_weights,
+)
 from .routing_terms import RoutingTerms, is_near_gt, plugins_off
-
-CHECKPOINT_FORMAT = "stablesam-train-checkpoint"
-RESUME_KEYS = ("tune", "batch_size", "lr", "seed", "rts", "mixture", "plugin", "data", "model", "total_steps",
-               "terms")
-
-
-class TrainingError(RuntimeError):
-    """Training cannot start or cannot go on; the message says why."""
-
-
-class ResumeMismatch(TrainingError):
-    """--resume found a checkpoint it cannot continue: unreadable, foreign, or another run's."""
-
-
-@dataclass
-class TrainConfig:
-    model: str
-    data: List[str]
-    tune: str = "plugins"  # plugins | decoder | prompt+decoder
-    total_steps: int = 0
-    batch_size: int = 8
-    lr: float = 1e-3
-    seed: int = 0
-    rts: bool = True
-    mixture: Dict = field(default_factory=lambda: RtsMixture().to_dict())
-    plugin: Dict = field(default_factory=dict)
-    terms: Dict = field(default_factory=lambda: RoutingTerms().to_dict())  # loss terms on the routing
-    dice_weight: float = 1.0
-    checkpoint_every: int = 50
-    # step -> file stem: the weights are also written as OUT/STEM.pt when that step is reached.
-    # The learning rate is constant and each step a pure function of (seed, step), so a snapshot
-    # at step s equals the final weights of the same run with total_steps = s.
-    snapshots: Dict[int, str] = field(default_factory=dict)
-
-
-@dataclass
-class TrainObject:
-    """One training object, ready for decoder passes."""
-
-    name: str
-    embedding: torch.Tensor  # (1, C, h, w)
-    target: torch.Tensor  # (1, 1, 4h, 4w) whole-object mask in the low-res logit frame, soft
-    mask_bits: np.ndarray  # np.packbits of the (H, W) mask
-    shape: tuple  # (H, W)
-    valid: Optional[torch.Tensor] = None  # (1, 1, 4h, 4w) weight: 0 on ignore pixels, None if none
-    extras: Dict = field(default_factory=dict)  # what else the family's decoder reads (Embedding.extras)
-
-    def mask(self) -> np.ndarray:
-        h, w = self.shape
-        return np.unpackbits(self.mask_bits, count=h * w).reshape(h, w).astype(bool)
-
-
-def low_res_target(mask: np.ndarray, img_size: int, low: tuple) -> torch.Tensor:
-    """(H, W) mask -> (1, 1, *low) soft mask in SAM's padded input frame, area-downsampled."""
-    h, w = mask.shape
-    nh, nw = ResizeLongestSide.get_preprocess_shape(h, w, img_size)
-    t = torch.from_numpy(mask.astype(np.float32))[None, None]
-    t = F.interpolate(t, (nh, nw), mode="bilinear", align_corners=False)
-    t = F.pad(t, (0, img_size - nw, 0, img_size - nh))
-    return F.interpolate(t, low, mode="area")
-
-
-def prepare_objects(datasets: Sequence, model: StableSam, cache: EmbeddingCache, progress: bool) -> List[TrainObject]:
-    """Embeddings (through the cache: the encoder runs at most once per image) and targets."""
-    sam, backend = model.sam, model.backend
-    objects = []
-    for ds in datasets:
-        for i in tqdm(range(len(ds)), desc=f"prepare {ds.name}", unit="obj", disable=not progress):
-            sample = ds.load(i)
-            if sample is None:
-                continue
-            emb = cache.get(sam, sample.image).to(torch.device("cpu"))
-            valid = None if sample.ignore is None else 1 - backend.low_res_target(sample.ignore, sam)
-            objects.append(TrainObject(
-                f"{ds.name}/{sample.name}", emb.features.detach(), backend.low_res_target(sample.mask, sam),
-                np.packbits(sample.mask.ravel()), sample.mask.shape, valid, emb.extras,
-            ))
-    return objects
-
-
-def warm_cache(datasets: Sequence, model: StableSam, cache: EmbeddingCache, rank: int, world: int,
-               progress: bool) -> None:
-    """Embed this process's share of the images (every world-th distinct image, in order) into
-    the on-disk cache, so that under torchrun the encoder work is split between the processes.
-    Unreadable images are left to `prepare_objects`, which reports them."""
-    images = list(dict.fromkeys(ref.image_path for ds in datasets for ref in ds.objects))
-    for path in tqdm(images[rank::world], desc=f"embed ({world} processes)", unit="img", disable=not progress):
-        try:
-            image = read_image(path)
-        except DataError:
-            continue
-        cache.get(model.sam, image)
+from .rts import GT_BOX_ONLY, RtsMixture, sample_rts_prompt
 
 
 class TrainStep(nn.Module):
@@ -149,14 +56,9 @@ class TrainStep(nn.Module):
                 continue
             if session is not None and session["kind"] == "adv-box":
                 prompts = Prompts(boxes=self.mine_adv_box(obj, prompts.boxes[0], session)[None])
-            points = boxes = None
-            if prompts.point_coords is not None:
-                c = self.transform.apply_coords(prompts.point_coords, obj.shape)
-                points = (torch.as_tensor(c, dtype=torch.float, device=device),
-                          torch.as_tensor(prompts.point_labels, dtype=torch.int, device=device))
-            if prompts.boxes is not None:
-                b = self.transform.apply_boxes(prompts.boxes, obj.shape)
-                boxes = torch.as_tensor(b, dtype=torch.float, device=device)
+            coords, labels, boxes = prompts_to_frame(self.transform, obj.shape, device, prompts.boxes,
+                                                     prompts.point_coords, prompts.point_labels)
+            points = None if coords is None else (coords, labels)
             extras = {k: [t.to(device) for t in v] for k, v in obj.extras.items()}
             logits, _ = self.model.decode(obj.embedding.to(device), points, boxes, multimask_output=False,
                                           extras=extras)
@@ -286,66 +188,6 @@ def set_trainable(model: StableSam, tune: str) -> List[nn.Parameter]:
     return params
 
 
-def with_defaults(config: Dict) -> Dict:
-    """A TrainConfig dict with the plugin and mixture options added since it was written filled
-    in with what leaving them out meant then (`saved_values`), so checkpoints of earlier
-    releases still resume."""
-    out = dict(config)
-    if out.get("plugin"):
-        out["plugin"] = PluginConfig.saved_values(out["plugin"])
-    if isinstance(out.get("mixture"), dict):
-        out["mixture"] = RtsMixture.saved_values(out["mixture"])
-    out["terms"] = RoutingTerms.saved_values(out.get("terms"))
-    return out
-
-
-def read_checkpoint(path: Path, config: TrainConfig, ignore: Sequence[str] = ()) -> Dict:
-    """The training checkpoint at `path` if `config` (but the `ignore` keys) can continue it;
-    ResumeMismatch saying why not otherwise. Cheap: `stablesam train --resume` calls it before
-    embedding any image, then `train` again with the final config."""
-    try:
-        ckpt = read_weights(path, "cpu")
-    except CheckpointError as e:
-        raise ResumeMismatch(f"cannot resume: {e}") from None
-    saved = ckpt.get("config")
-    if ckpt.get("format") != CHECKPOINT_FORMAT or not isinstance(saved, dict) or \
-            not isinstance(ckpt.get("step"), int) or not isinstance(ckpt.get("log"), list) or \
-            not isinstance(ckpt.get("trainable"), dict) or not isinstance(ckpt.get("optimizer"), dict):
-        raise ResumeMismatch(f"cannot resume: {path} is not a stablesam training checkpoint; "
-                             "use another --out or drop --resume")
-    current = with_defaults(asdict(config))
-    changed = [k for k in RESUME_KEYS if k not in ignore and with_defaults(saved).get(k) != current.get(k)]
-    if changed:
-        raise ResumeMismatch(f"{path} belongs to another run (differs in: {', '.join(changed)}); "
-                             "use another --out or drop --resume")
-    return ckpt
-
-
-def write_log_csv(out: Path, rows: List[Dict]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["step", "loss", "lr", "seconds"])
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text(out / "log.csv", buf.getvalue())
-
-
-def plot_loss(out: Path, rows: List[Dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = np.array([r["step"] for r in rows])
-    loss = np.array([r["loss"] for r in rows])
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, loss, alpha=0.35, label="loss")
-    if len(loss) >= 10:
-        w = max(5, len(loss) // 20)
-        ax.plot(steps[w - 1:], np.convolve(loss, np.ones(w) / w, mode="valid"), label=f"mean of {w}")
-    ax.set_xlabel("step"); ax.set_ylabel("BCE + Dice"); ax.grid(alpha=0.3); ax.legend()
-    save_figure(fig, out / "loss.png")
-
-
 def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out: Path,
           resume: bool = False, progress: bool = True, base_name: str = "sam") -> Dict:
     """Run (or resume) training; rank 0 writes the weights, config, log and checkpoints."""
@@ -422,18 +264,3 @@ def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out
         if log:
             plot_loss(out, log)
     return {"files": files, "log": log, "rank": rank}
-
-
-def write_weights(model: StableSam, config: TrainConfig, out: Path, base_name: str, fingerprint: str,
-                  steps: int, world: int, stem: Optional[str] = None) -> Path:
-    """The trained weights after `steps` steps: OUT/plugin.pt or OUT/decoder.pt, or OUT/STEM.pt."""
-    meta = {"steps": steps, "tune": config.tune, "data": config.data, "seed": config.seed,
-            "batch_size": config.batch_size, "lr": config.lr, "rts": config.rts, "world_size": world}
-    if config.tune == "plugins":
-        path = out / f"{stem or 'plugin'}.pt"
-        save_plugin(model, path, base_name=base_name, meta=meta)
-    else:
-        path = out / f"{stem or 'decoder'}.pt"
-        save_decoder(model.sam, path, base_name, fingerprint, meta=meta,
-                     prompt_encoder=config.tune == "prompt+decoder")
-    return path
