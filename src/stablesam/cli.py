@@ -39,16 +39,12 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"python {platform.python_version()}, torch {torch.__version__}, "
           f"torchvision {torchvision.__version__}, segment-anything {sam_version}")
     print(f"device: {'cuda (' + torch.cuda.get_device_name(0) + ')' if cuda else 'cpu'}")
-    from .backends import FAMILIES, MissingExtra, require
+    from .backends.registry import families, installed
 
-    def family_state(family: str) -> str:
-        try:
-            require(family)
-            return "installed"
-        except MissingExtra:
-            return f"not installed (pip install \"stablesam[{FAMILIES[family][3]}]\")"
+    def family_state(backend) -> str:
+        return "installed" if installed(backend.family) else f"not installed (pip install \"stablesam[{backend.extra}]\")"
 
-    print("SAM families: " + "; ".join(f"{FAMILIES[f][4]} {family_state(f)}" for f in FAMILIES))
+    print("SAM families: " + "; ".join(f"{b.title} {family_state(b)}" for b in families()))
     print(f"plugin parameters (256-d decoder): {n_dsp + n_drp:,} "
           f"({(n_dsp + n_drp) / 1e6:.3f} M; DSP {n_dsp:,}, DRP {n_drp:,})")
     print(f"default plugin config: {config.to_dict()}")

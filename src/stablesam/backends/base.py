@@ -60,11 +60,21 @@ class Backend:
 
     family: str = ""  # short name recorded in plugin files: sam1 | hq | sam2 | hf
     title: str = ""  # for messages: "SAM 1", "HQ-SAM", "SAM 2.1", ...
-    extra: Optional[str] = None  # pip extra that installs the family's package
-    package: str = ""  # import name of the family's package
+    extra: Optional[str] = None  # pip extra that installs the family's package (None: a base dependency)
+    requires: Tuple[str, ...] = ()  # import names the family needs, its own package first
+    variants: Dict[str, Any] = {}  # SPEC head -> what the family's builder needs for it
+    spec_help: Tuple[str, ...] = ()  # the family's lines of the accepted-SPEC text
+    checkpoint_is_folder: bool = False  # HEAD:PATH names a folder (transformers), not a file
+    encoder_widths: Dict[int, str] = {}  # image-encoder width -> SPEC head, for "it looks like a ..." hints
+    generic_signature: bool = False  # the signature is shared by the others' checkpoints: ask it last
     norm_name: str = "norm1"  # layer 2's LayerNorm after self-attention
     attn_kwargs: Tuple[str, str, str] = ("q", "k", "v")  # token-to-image attention's q/k/v names
     encoder_prefix: str = "image_encoder."  # state-dict prefix of the image encoder
+
+    # ------------------------------------------------------------ checkpoints
+    def checkpoint_signature(self, state: Dict[str, Any]) -> bool:
+        """Whether a state dict's key names are this family's."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------ the decoder
     def owns(self, model: Any) -> bool:

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import require
 from .base import Backend, Embedding
 from .geometry import PaddedFrame, SquareFrame
+from .registry import register_family, require
 
 MODEL_TYPES = ("sam", "sam2")
 
@@ -28,14 +28,21 @@ def is_sam2(model: nn.Module) -> bool:
     return model.config.model_type == "sam2"
 
 
+@register_family
 class HfBackend(Backend):
     family = "hf"
     title = "Hugging Face transformers SAM"
     extra = "hf"
-    package = "transformers"
+    requires = ("transformers",)
+    variants = {"hf": None}  # hf:DIR, the folder says which model it is
+    spec_help = ('  hf:DIR                               transformers SamModel/Sam2Model folder   (pip install "stablesam[hf]")',)
+    checkpoint_is_folder = True
     norm_name = "layer_norm1"
     attn_kwargs = ("query", "key", "value")
     encoder_prefix = "vision_encoder."
+
+    def checkpoint_signature(self, state: Dict[str, Any]) -> bool:
+        return any(k.startswith(("vision_encoder.", "mask_decoder.transformer.layers.0.layer_norm1")) for k in state)
 
     def owns(self, model: Any) -> bool:
         from transformers import Sam2Model, SamModel

@@ -8,18 +8,10 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
 import torch
-from segment_anything import sam_model_registry
-from segment_anything.modeling import Sam
 
-from ..backends import family_title
+from .registry import checkpoint_family, family_title, get_backend
 
 PathLike = Union[str, os.PathLike]
-
-
-MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
-
-
-ENCODER_WIDTH = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
 
 
 class CheckpointError(ValueError):
@@ -78,8 +70,11 @@ def sam_state_dict(obj: Dict[str, Any], path: PathLike) -> Dict[str, torch.Tenso
     return obj
 
 
-def describe_mismatch(model: Sam, state: Dict[str, torch.Tensor], model_type: str, path: PathLike) -> Optional[str]:
-    """A readable account of why `state` does not fit `model`, or None if it fits."""
+def describe_mismatch(model: torch.nn.Module, state: Dict[str, torch.Tensor], model_type: str, path: PathLike,
+                      widths: Optional[Dict[int, str]] = None) -> Optional[str]:
+    """A readable account of why `state` does not fit `model`, or None if it fits; `widths`
+    (image-encoder width -> model type, the family's `encoder_widths`) adds which model type the
+    checkpoint looks like."""
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -92,9 +87,10 @@ def describe_mismatch(model: Sam, state: Dict[str, torch.Tensor], model_type: st
         return None
     lines = [f"{path} does not fit a {model_type} model:"]
     width = state.get("image_encoder.patch_embed.proj.weight")
-    if width is not None and ENCODER_WIDTH.get(width.shape[0], model_type) != model_type:
+    widths = widths or {}
+    if width is not None and widths.get(width.shape[0], model_type) != model_type:
         lines.append(
-            f"  it looks like a {ENCODER_WIDTH[width.shape[0]]} checkpoint "
+            f"  it looks like a {widths[width.shape[0]]} checkpoint "
             f"(image encoder width {width.shape[0]}); pass that model type instead"
         )
     if not any(k.startswith("mask_decoder.") for k in state):
@@ -106,26 +102,6 @@ def describe_mismatch(model: Sam, state: Dict[str, torch.Tensor], model_type: st
     return "\n".join(lines)
 
 
-def checkpoint_family(state: Dict[str, Any]) -> Optional[str]:
-    """Which SAM family a state dict's key names say it is (None: none of them)."""
-    if any(k.startswith("sam_mask_decoder.") for k in state):
-        return "sam2"
-    if "mask_decoder.hf_token.weight" in state:
-        return "hq"
-    if any(k.startswith(("vision_encoder.", "mask_decoder.transformer.layers.0.layer_norm1")) for k in state):
-        return "hf"
-    if any(k.startswith("mask_decoder.") for k in state):
-        return "sam1"
-    return None
-
-
-def load_official_sam(path: PathLike, model_type: str, device: Union[str, torch.device] = "cpu") -> Sam:
-    """A Sam built by Meta's builder for `model_type` with the official `.pth` at `path`."""
-    if model_type not in MODEL_TYPES:
-        raise CheckpointError(f"unknown model type {model_type!r}; accepted: {', '.join(MODEL_TYPES)}")
-    return load_family_weights(sam_model_registry[model_type](), path, "sam1", model_type, device)
-
-
 def load_family_weights(model: torch.nn.Module, path: PathLike, family: str, variant: str,
                         device: Union[str, torch.device] = "cpu") -> torch.nn.Module:
     """Load an official checkpoint of `family` (a state dict, or {"model": state dict} as SAM 2's)
@@ -134,7 +110,7 @@ def load_family_weights(model: torch.nn.Module, path: PathLike, family: str, var
     found = checkpoint_family(state)
     if found is not None and found != family:
         raise CheckpointError(f"{path}: this is a {family_title(found)} checkpoint, not {family_title(family)} ({variant})")
-    problem = describe_mismatch(model, state, variant, path)
+    problem = describe_mismatch(model, state, variant, path, get_backend(family).encoder_widths)
     if problem:
         raise CheckpointError(problem)
     model.load_state_dict(state)

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import require
 from .base import Backend, Embedding
 from .geometry import SquareFrame
+from .registry import register_family, require
 
 CONFIGS = {
     "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
@@ -42,11 +42,18 @@ def sam2_configs() -> Iterator[None]:
         restore_gh_from_backup(backup)
 
 
+@register_family
 class Sam2Backend(Backend):
     family = "sam2"
     title = "SAM 2.1"
     extra = "sam2"
-    package = "sam2"
+    requires = ("sam2",)
+    variants = CONFIGS
+    spec_help = ('  sam2.1_hiera_t|s|b+|l:PATH           SAM 2.1 from an official checkpoint      (pip install "stablesam[sam2]")',
+                 '  sam2_hiera_t|s|b+|l:PATH             SAM 2 from an official checkpoint        (pip install "stablesam[sam2]")')
+
+    def checkpoint_signature(self, state: Dict[str, Any]) -> bool:
+        return any(k.startswith("sam_mask_decoder.") for k in state)
 
     def owns(self, model: Any) -> bool:
         from sam2.modeling.sam2_base import SAM2Base

@@ -32,7 +32,7 @@ def run_label_studio(args: argparse.Namespace) -> int:
     """Build the model and serve until Ctrl+C; bad options are InputError (one line)."""
     from pathlib import Path
 
-    from ..backends import MissingExtra
+    from ..backends.base import MissingExtra
     from ..demo import bind, server, url
     from ..models.spec import SpecError, build_sam_for
     from .app import create_app

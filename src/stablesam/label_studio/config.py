@@ -7,7 +7,7 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from ..backends import MissingExtra
+from ..backends.base import MissingExtra
 from ..data.images import InputError
 
 OUTPUT_TAGS = {"BrushLabels": "brushlabels", "PolygonLabels": "polygonlabels"}

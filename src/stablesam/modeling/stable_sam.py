@@ -8,7 +8,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..backends import Backend, backend_for
+from ..backends.base import Backend
+from ..backends.registry import backend_for
 
 from .deformable_sampling import DeformableSamplingPlugin, is_tracing
 from .dynamic_routing import DynamicRoutingPlugin

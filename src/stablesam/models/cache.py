@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..backends import Embedding, backend_for
+from ..backends.base import Embedding
+from ..backends.registry import backend_for
 from ..fileio import atomic_torch_save
 from ..fileio import creation_problem, nearest_folder
 from .files import encoder_fingerprint

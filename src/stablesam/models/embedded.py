@@ -14,6 +14,7 @@ PLUGIN_FILE = WEIGHTS_DIR / "tiny_stable_sam_plugin.pt"
 CHECKSUM_FILE = WEIGHTS_DIR / "SHA256SUMS"
 EXAMPLES_DIR = Path(__file__).parents[1] / "examples"
 EXAMPLE_IMAGE = EXAMPLES_DIR / "cat.jpg"
+EMBEDDED = ("tiny-sam", "tiny-stable-sam")  # SPEC heads: the base model, the base with its plugin
 # Automatic-mask ("segment everything") thresholds calibrated for the embedded tiny SAM, which
 # predicts lower IoUs and softer logits than Meta's SAM (whose generator defaults, 0.88 / 0.95,
 # were chosen for ViT-H and keep no mask of this model): chosen on 6 training images (16 x 16

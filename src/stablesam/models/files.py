@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from segment_anything.modeling import Sam
 
-from ..backends import backend_for, family_title
+from ..backends.registry import backend_for, family_title, get_backend
 from ..backends.official import CheckpointError, PathLike, check_size, describe_mismatch, read_weights
 from ..fileio import atomic_torch_save
 from ..modeling import PluginConfig, StableSam
@@ -209,7 +209,7 @@ def load_sam_file(path: PathLike, device: Union[str, torch.device] = "cpu") -> S
         sam = build_small_sam(obj["arch"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: bad architecture {obj.get('arch')}: {e}") from None
-    problem = describe_mismatch(sam, obj["state_dict"], "described by the file", path)
+    problem = describe_mismatch(sam, obj["state_dict"], "described by the file", path, get_backend("sam1").encoder_widths)
     if problem:
         raise CheckpointError(problem)
     sam.load_state_dict(obj["state_dict"])
