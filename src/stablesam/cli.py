@@ -172,7 +172,8 @@ def cmd_segment(args: argparse.Namespace) -> int:
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
-    from .export.onnx_export import InputError, run_export_onnx
+    from .export.onnx_export import InputError
+    from .commands.export_onnx import run_export_onnx
 
     try:
         return run_export_onnx(args)

@@ -11,13 +11,16 @@ renamed before it). A replaced file keeps its permission bits; a new one gets th
 
 import errno
 import glob
+import io
 import os
 import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
+import numpy as np
 import torch
+from PIL import Image
 
 from .data.images import InputError
 
@@ -187,3 +190,27 @@ def save_figure(fig, path: Path) -> None:
 
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110, bbox_inches="tight"))
     plt.close(fig)
+
+
+# Output formats by extension: a mask must survive lossless (0/255 only); an overlay is a picture.
+MASK_FORMATS: Dict[str, str] = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+OVERLAY_FORMATS: Dict[str, str] = {**MASK_FORMATS, ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+
+
+def image_writer(path: Path, array: np.ndarray):
+    """write(f) that writes an image in the format `path`'s extension names (`OVERLAY_FORMATS`)."""
+    fmt = OVERLAY_FORMATS[path.suffix.lower()]
+
+    def write(f):
+        buf = io.BytesIO()
+        Image.fromarray(array).save(buf, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+        f.write(buf.getvalue())
+
+    return write
+
+
+def write_image(path: Path, array: np.ndarray) -> None:
+    """Atomically write an image in the format its extension names (`OVERLAY_FORMATS`)."""
+    write_together({path: image_writer(path, array)})

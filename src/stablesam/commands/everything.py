@@ -21,8 +21,8 @@ import numpy as np
 
 from ..data.images import InputError, load_image
 from ..fileio import OutputError, folder_problem
+from ..fileio import write_image
 from ..fileio import write_text
-from .segment import write_image
 
 SUMMARY = "masks.json"
 OVERLAY = "overlay.png"

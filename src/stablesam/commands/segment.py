@@ -6,7 +6,6 @@ and the overlay are written together: both or neither.
 """
 
 import argparse
-import io
 import math
 import os
 from pathlib import Path
@@ -14,14 +13,10 @@ from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from ..data.images import InputError, load_image
-from ..fileio import OutputError, check_writable, write_together
-
-# Output formats by extension: a mask must survive lossless (0/255 only); an overlay is a picture.
-MASK_FORMATS: Dict[str, str] = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}
-OVERLAY_FORMATS: Dict[str, str] = {**MASK_FORMATS, ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+from ..fileio import MASK_FORMATS, OVERLAY_FORMATS, OutputError, check_writable, image_writer, write_together
+from ..prompts.checks import box_problem, point_inside
 
 
 def parse_numbers(text: str, n: Tuple[int, ...], what: str) -> List[float]:
@@ -35,18 +30,6 @@ def parse_numbers(text: str, n: Tuple[int, ...], what: str) -> List[float]:
     if not all(math.isfinite(v) for v in values):
         raise InputError(f"bad {what} {text!r}: every value must be a finite number")
     return values
-
-
-def box_problem(box, size: Tuple[int, int]) -> Optional[str]:
-    """Why (x0, y0, x1, y1) is no box prompt for an image of size (H, W) (inclusive pixel
-    indices, as `prompts`), or None when it is one."""
-    x0, y0, x1, y1 = box
-    h, w = size
-    if x1 <= x0 or y1 <= y0:
-        return "inverted or empty box (need x0 < x1 and y0 < y1)"
-    if x0 < 0 or y0 < 0 or x1 > w - 1 or y1 > h - 1:
-        return f"outside the {w}x{h} image (x in 0..{w - 1}, y in 0..{h - 1})"
-    return None
 
 
 def parse_box(text: str, size: Tuple[int, int]) -> np.ndarray:
@@ -66,7 +49,7 @@ def parse_point(text: str, size: Tuple[int, int]) -> Tuple[List[float], int]:
     label = int(values[2]) if len(values) == 3 else 1
     h, w = size
     x, y = values[:2]
-    if not (0 <= x <= w - 1 and 0 <= y <= h - 1):
+    if not point_inside(x, y, size):
         raise InputError(f"--point {text}: outside the {w}x{h} image")
     return [x, y], label
 
@@ -103,23 +86,6 @@ def check_output(path: Path, formats: Dict[str, str], option: str, inputs: List[
         if same:
             raise InputError(f"{option} {path} is the same file as {other}; it would be overwritten")
     check_writable(path, option)
-
-
-def image_writer(path: Path, array: np.ndarray):
-    """write(f) that writes an image in the format `path`'s extension names (`OVERLAY_FORMATS`)."""
-    fmt = OVERLAY_FORMATS[path.suffix.lower()]
-
-    def write(f):
-        buf = io.BytesIO()
-        Image.fromarray(array).save(buf, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
-        f.write(buf.getvalue())
-
-    return write
-
-
-def write_image(path: Path, array: np.ndarray) -> None:
-    """Atomically write an image in the format its extension names (`OVERLAY_FORMATS`)."""
-    write_together({path: image_writer(path, array)})
 
 
 def run_segment(args: argparse.Namespace) -> int:

@@ -127,7 +127,7 @@ def click_curve(rows: List[Dict], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     from ..fileio import save_figure
-    from .reports import short_name
+    from .figures import short_name
 
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     fig, axes = plt.subplots(1, len(datasets), figsize=(4.2 * len(datasets), 3.4), squeeze=False)

@@ -13,8 +13,8 @@ from typing import List
 import numpy as np
 
 from ..fileio import save_figure
+from .figures import draw_prompt, short_name, view_window
 from .prompt_eval import EvalResult
-from .reports import draw_prompt, short_name, view_window
 
 
 def _upsample(grid_map: np.ndarray, shape: tuple, img_size: int) -> np.ndarray:

@@ -12,9 +12,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..demo.engine import number
 from ..data.images import InputError
-from ..commands.segment import box_problem
+from ..demo.engine import number
+from ..prompts.checks import box_problem
 
 BOX_TYPES = ("rectanglelabels", "rectangle")
 CLICK_TYPES = ("keypointlabels", "keypoint")
