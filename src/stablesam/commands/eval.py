@@ -3,7 +3,51 @@
 import argparse
 
 from .. import __version__
-from ..cli import UsageError, check_out_folder, open_cache, open_datasets, package_version
+from ..evaluation.click_eval import ClickConfig
+from ..evaluation.prompt_eval import EvalConfig
+from .common import (
+    UsageError, add_data_options, add_runtime_options, check_out_folder, config_option, open_cache, open_datasets,
+    package_version,
+)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..models.spec import ACCEPTED, DEFAULT_SPEC
+    from ..prompts.generation import DEFAULT_PROMPTS
+
+    ev = sub.add_parser("eval", help="prompt-robustness benchmark: models x datasets x prompt types",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog=ACCEPTED)
+    add_data_options(ev)
+    ev.add_argument("--model", action="append", metavar="SPEC",
+                    help=f"a model SPEC (repeat to compare; default {DEFAULT_SPEC})")
+    ev.add_argument("--prompts", default=DEFAULT_PROMPTS, help=f"comma-separated prompt types (default {DEFAULT_PROMPTS})")
+    config_option(ev, "--samples", EvalConfig, "samples", "prompts per object and type (default {default})", type=int,
+                  metavar="K")
+    config_option(ev, "--adv-budget", EvalConfig, "adv_budget", "adv-box@R, best-box@R, adv-point: decoder passes per "
+                  "object for each model's search (default {default})", type=int, metavar="N")
+    config_option(ev, "--seed", EvalConfig, "seed", "", type=int)
+    ev.add_argument("--limit", type=int, default=None, metavar="N", help="first N objects of each dataset")
+    ev.add_argument("--out", default="stablesam-eval", metavar="DIR", help="output folder (default ./stablesam-eval)")
+    ev.add_argument("--multimask", action="store_true", help="3 masks per prompt, keep the best predicted IoU")
+    config_option(ev, "--explain", EvalConfig, "explain",
+                  "record where the mask token looks (layer-2 token-to-image attention): the share inside "
+                  "the object per prompt type in the tables, and explain.png for N objects", type=int, metavar="N")
+    ev.add_argument("--protocol", default="prompts", metavar="LIST",
+                    help="prompts (K random prompts per type, the default), clicks (the f-BRS/RITM simulated user: "
+                         "NoC, NoF, mIoU per click) or prompts,clicks")
+    config_option(ev, "--max-clicks", ClickConfig, "max_clicks", "clicks protocol: clicks per object (default {default})",
+                  type=int, metavar="N")
+    config_option(ev, "--iou-thresholds", ClickConfig, "thresholds",
+                  "clicks protocol: IoU targets of NoC / NoF (default {default})", to_cli=thresholds_text,
+                  show=thresholds_text, metavar="LIST")
+    add_runtime_options(ev)
+    ev.set_defaults(func=run_eval)
+
+
+def thresholds_text(thresholds) -> str:
+    """(0.85, 0.9) -> '0.85,0.9' (what --iou-thresholds takes)."""
+    return ",".join(f"{t:g}" for t in thresholds)
 
 
 def run_eval(args: argparse.Namespace) -> int:
@@ -14,12 +58,12 @@ def run_eval(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..evaluation.prompt_eval import EvalConfig, evaluate
+    from ..evaluation.prompt_eval import evaluate
     from ..models.spec import DEFAULT_SPEC, SpecError, build_segmenter, parse_model_spec
     from ..prompts.generation import parse_prompts
     from ..evaluation.reports import markdown_tables, write_reports
 
-    from ..evaluation.click_eval import ClickConfig, check_clickable, click_tables, evaluate_clicks, parse_thresholds
+    from ..evaluation.click_eval import check_clickable, click_tables, evaluate_clicks, parse_thresholds
 
     protocols = [p.strip() for p in args.protocol.split(",") if p.strip()]
     unknown = sorted(set(protocols) - {"prompts", "clicks"})

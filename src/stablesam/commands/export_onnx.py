@@ -1,12 +1,15 @@
 """`stablesam export-onnx`: the checks before any work, the export, and `--verify`'s report."""
 
+import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..data.images import InputError
-from ..export.onnx_export import INPUT_NAMES, OPSET_RANGE, OUTPUT_NAMES, TOLERANCE, export_onnx, require
+from ..export.onnx_export import DEFAULT_OPSET, INPUT_NAMES, OPSET_RANGE, OUTPUT_NAMES, TOLERANCE, export_onnx, require
 from ..fileio import OutputError, check_writable
+from .common import UsageError, config_option
 from ..modeling import StableSam
 
 
@@ -77,3 +80,40 @@ def verify_and_report(model: StableSam, path: Path, args) -> int:
     print(f"time per prompt ({torch.get_num_threads()} thread(s), CPU): onnxruntime {ms['onnxruntime']:.1f} ms, "
           f"PyTorch {ms['pytorch']:.1f} ms")
     return 1 if verdict == "MISMATCH" else 0
+
+
+@dataclass
+class ExportConfig:
+    """`stablesam export-onnx`'s settings with defaults."""
+
+    opset: int = DEFAULT_OPSET
+    verify_prompts: int = 20  # random prompts of --verify
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    try:
+        return run_export_onnx(args)
+    except InputError as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..models.spec import DEFAULT_SPEC, SAM_ACCEPTED
+
+    ox = sub.add_parser("export-onnx", help="ONNX file of the prompt path (SAM's SamOnnxModel contract + alpha)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SAM_ACCEPTED)
+    ox.add_argument("--model", default=DEFAULT_SPEC, metavar="SPEC", help=f"default {DEFAULT_SPEC}")
+    ox.add_argument("--out", required=True, metavar="DECODER.onnx", help="the ONNX file to write")
+    config_option(ox, "--opset", ExportConfig, "opset", f"ONNX opset, {OPSET_RANGE[0]}..{OPSET_RANGE[1]} (default {{default}})",
+                  type=int, metavar="N")
+    ox.add_argument("--quantize", action="store_true", help="onnxruntime dynamic quantization (uint8 weights)")
+    ox.add_argument("--plugins", choices=["on", "off"], default=None,
+                    help="Stable-SAM (on) or plain SAM (off) from the same weights (default: on when the SPEC has a plugin)")
+    ox.add_argument("--multimask", action="store_true",
+                    help="output all 4 masks per prompt (default: 1, SAM's single-mask rule)")
+    ox.add_argument("--verify", action="store_true",
+                    help="run the file in onnxruntime on random prompts: max |Δ| vs PyTorch and time per prompt")
+    config_option(ox, "--verify-prompts", ExportConfig, "verify_prompts", "prompts for --verify (default {default})",
+                  type=int, metavar="K")
+    ox.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
+    ox.set_defaults(func=cmd_export_onnx)

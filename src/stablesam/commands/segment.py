@@ -6,6 +6,7 @@ and the overlay are written together: both or neither.
 """
 
 import argparse
+from dataclasses import dataclass
 import math
 import os
 from pathlib import Path
@@ -14,9 +15,10 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..data.images import InputError, load_image
+from ..data.images import MAX_PIXELS, InputError, load_image
 from ..fileio import MASK_FORMATS, OVERLAY_FORMATS, OutputError, check_writable, image_writer, write_together
 from ..prompts.checks import box_problem, point_inside
+from .common import UsageError, config_option
 
 
 def parse_numbers(text: str, n: Tuple[int, ...], what: str) -> List[float]:
@@ -141,3 +143,62 @@ def run_segment(args: argparse.Namespace) -> int:
               f"mean |offset| {shift:.2f} embedding cells")
     print(f"wrote {out} ({image.shape[1]}x{image.shape[0]})" + (f" and {args.overlay}" if args.overlay else ""))
     return 0
+
+
+@dataclass
+class EverythingConfig:
+    """`segment --everything`: the click grid and the clean-up (the thresholds are the model's)."""
+
+    points_per_side: int = 32  # SamAutomaticMaskGenerator's grid
+    min_area: int = 0  # remove holes and islands smaller than this (0: off)
+
+
+def cmd_segment(args: argparse.Namespace) -> int:
+    try:
+        return run_segment(args)
+    except InputError as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    import inspect
+
+    from segment_anything import SamAutomaticMaskGenerator
+
+    from ..models.embedded import AUTOMATIC_DEFAULTS
+    from ..models.spec import DEFAULT_SPEC, SAM_ACCEPTED
+
+    sam = {k: v.default for k, v in inspect.signature(SamAutomaticMaskGenerator).parameters.items()}
+    sg = sub.add_parser("segment", help="segment one image from a box and/or clicks",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SAM_ACCEPTED)
+    sg.add_argument("image", metavar="IMAGE", help="any image Pillow reads; EXIF orientation is applied")
+    sg.add_argument("--box", metavar="x0,y0,x1,y1", help="box prompt in image pixels (after EXIF orientation)")
+    sg.add_argument("--point", action="append", metavar="x,y[,label]",
+                    help="click (label 1 foreground, default; 0 background); repeatable. Values may be "
+                         "negative: --box -5,0,9,9 is read as --box=-5,0,9,9")
+    sg.add_argument("--model", default=DEFAULT_SPEC, metavar="SPEC", help=f"default {DEFAULT_SPEC}")
+    sg.add_argument("--out", metavar="MASK.png",
+                    help="0/255 mask of the image's size, .png/.bmp/.tif (default IMAGE-stem_mask.png)")
+    sg.add_argument("--overlay", metavar="OVERLAY.png",
+                    help="also write the image with mask and prompt drawn (.png/.jpg/.webp/.bmp/.tif)")
+    sg.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
+                    help=f"largest image in pixels, width x height (default {MAX_PIXELS / 1e6:.0f} MP)")
+    sg.add_argument("--multimask", action="store_true", help="3 candidate masks, keep the best predicted IoU")
+    sg.add_argument("--device", default=None)
+    sg.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
+    sg.add_argument("--everything", action="store_true",
+                    help="automatic masks from a grid of clicks (no --box/--point): --out is then a folder of "
+                         "one PNG per mask, overlay.png and masks.json (default IMAGE-stem_masks/)")
+    config_option(sg, "--points-per-side", EverythingConfig, "points_per_side",
+                  "--everything: N x N grid (default {default})", type=int, metavar="N")
+    sg.add_argument("--pred-iou-thresh", type=float, default=None, metavar="T",
+                    help=f"--everything: keep masks with predicted IoU > T (default: the model's: embedded "
+                         f"{AUTOMATIC_DEFAULTS['pred_iou_thresh']:g}, SAM {sam['pred_iou_thresh']:g}, SAM 2 0.8)")
+    sg.add_argument("--stability-thresh", type=float, default=None, metavar="T",
+                    help=f"--everything: keep masks with stability score >= T (default: the model's: embedded "
+                         f"{AUTOMATIC_DEFAULTS['stability_score_thresh']:g}, SAM and SAM 2 "
+                         f"{sam['stability_score_thresh']:g})")
+    config_option(sg, "--min-area", EverythingConfig, "min_area",
+                  "--everything: remove holes and islands smaller than PX pixels (default {default}: off)", type=int,
+                  metavar="PX")
+    sg.set_defaults(func=cmd_segment)

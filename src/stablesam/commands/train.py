@@ -4,10 +4,106 @@ embeddings, one process or torchrun, resumable; optional validation of the resul
 import argparse
 import math
 import sys
+from dataclasses import dataclass
 from typing import List, Optional
 
 from .. import __version__
-from ..cli import UsageError, check_out_folder, open_cache, open_datasets
+from ..modeling.plugin_config import PluginConfig
+from ..training.record import TrainConfig
+from ..training.routing_terms import RoutingTerms
+from ..training.rts import RELEASE_0_1, RtsMixture
+from .common import (
+    UsageError, add_data_options, add_runtime_options, check_out_folder, config_option, field_default, open_cache,
+    open_datasets,
+)
+
+
+@dataclass
+class ValidationConfig:
+    """`--val`: the short eval of the base and the trained weights at the end of a run."""
+
+    prompts: str = "gt-box,noisy-box@0.4,points@1,points@3"
+    samples: int = 5
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..models.spec import DEFAULT_SPEC
+
+    def plugin(name: str) -> str:  # a plugin option's default, as its help writes it
+        return g(field_default(PluginConfig, name))
+
+    tr = sub.add_parser("train", help="train the Stable-SAM plugins (or the decoder, DT baseline) with RTS",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="Scale out with torchrun: torchrun --nproc_per_node N -m stablesam train ...")
+    add_data_options(tr)
+    tr.add_argument("--model", default=DEFAULT_SPEC, metavar="SPEC",
+                    help=f"the SAM to adapt (default {DEFAULT_SPEC}: plugins continue from the shipped ones; "
+                         "--tune decoder always trains with the plugins off)")
+    tr.add_argument("--out", required=True, metavar="DIR", help="weights, config, log, loss curve, checkpoint")
+    tr.add_argument("--tune", choices=["plugins", "decoder", "prompt+decoder"], default="plugins",
+                    help="plugins: Stable-SAM's DSP + DRP only; decoder: the whole mask decoder (DT baseline); "
+                         "prompt+decoder: the prompt encoder too (with interactive=W in --rts-mixture: SAM's "
+                         "interactive training, mask_input included)")
+    length = tr.add_mutually_exclusive_group()
+    length.add_argument("--epochs", type=float, default=None, help="passes over the objects (default 1)")
+    length.add_argument("--steps", type=int, default=None, help="optimizer steps (instead of --epochs)")
+    config_option(tr, "--batch-size", TrainConfig, "batch_size", "objects per step, over all processes (default {default})",
+                  type=int)
+    config_option(tr, "--lr", TrainConfig, "lr", "Adam learning rate (default {default})", type=float)
+    config_option(tr, "--seed", TrainConfig, "seed", "", type=int)
+    tr.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    tr.add_argument("--snapshot-epochs", default=None, metavar="E1,E2,...",
+                    help="also write the weights after these many epochs (OUT/plugin_epochsE.pt): with the "
+                         "constant learning rate each equals a run of that length")
+    config_option(tr, "--checkpoint-every", TrainConfig, "checkpoint_every", "steps between checkpoints", type=int,
+                  metavar="N")
+    tr.add_argument("--no-rts", action="store_true", help="ablation: ground-truth boxes only")
+    tr.add_argument("--rts-mixture", default=None,
+                    help=f"prompt mixture (default {RtsMixture().text()}; release 0.1: {RELEASE_0_1.text()}; "
+                         "interactive=W adds SAM's corrective-click sessions, "
+                         f"{', '.join(RtsMixture().text((k,)) for k in ('interactive-clicks', 'deepest-clicks'))})")
+    tr.add_argument("--no-drp", action="store_true", help="ablation: DSP without DRP (fixed α = 0.5, 0.5)")
+    tr.add_argument("--offset-range", type=float, default=None, help=f"max |Δp| in embedding cells (default {plugin('offset_range')})")
+    tr.add_argument("--sampled-pe", action="store_true", help="sample the PE at p + Δp too (default: grid PE)")
+    tr.add_argument("--routing-token", choices=["mask", "iou", "mean"], default=None,
+                    help="output token driving the DRP (default: the single-mask token)")
+    tr.add_argument("--routing-hidden", type=int, default=None, metavar="N", help=f"hidden width of the DRP's MLP (default {plugin('routing_hidden')})")
+    tr.add_argument("--no-projection", action="store_true",
+                    help="extension: no 1x1 conv before the offsets and the sampling (x* = x; 66k fewer parameters)")
+    tr.add_argument("--projection-rank", type=int, default=None, metavar="R",
+                    help=f"the 1x1 projection as identity + rank R (default {plugin('projection_rank')}; 0: a full matrix, the paper)")
+    tr.add_argument("--offset-width", type=int, default=None, metavar="R",
+                    help=f"the offset net works on R channels (a 1x1 conv to R first; default {plugin('offset_width')}; 0: all, the paper)")
+    tr.add_argument("--amplitude", action="store_true",
+                    help="extension: the DSP also predicts a per-cell amplitude of the sampled features")
+    tr.add_argument("--offset-groups", type=int, default=None, metavar="G",
+                    help=f"extension: G channel groups with their own offsets (8: one per attention head; default {plugin('offset_groups')})")
+    tr.add_argument("--extra-sites", default="", metavar="LIST",
+                    help="extension: more attentions with their own DSP + DRP: layer1, final (default: layer 2 only)")
+    tr.add_argument("--routing-inputs", default="", metavar="LIST",
+                    help="the DRP also reads: prompt (the prompt's own tokens, pooled), iou (the IoU token); "
+                         "default: the routing token only")
+    tr.add_argument("--routing-temperature", type=float, default=None, metavar="T",
+                    help=f"α = softmax(z / T) (default {plugin('routing_temperature')})")
+    config_option(tr, "--consistency", RoutingTerms, "consistency", "for gt-box and near-gt box prompts, match the "
+                  "frozen base's logits (self-distillation; default {default}: off)", show=g, type=float, metavar="W")
+    config_option(tr, "--alpha-prior", RoutingTerms, "alpha_prior", "for gt-box and near-gt box prompts, push "
+                  "α(deformed) to 0 (default {default}: off)", show=g, type=float, metavar="W")
+    config_option(tr, "--offset-reg", RoutingTerms, "offset_reg", "penalise the mean squared offset, in units of "
+                  "--offset-range (default {default}: off)", show=g, type=float, metavar="W")
+    config_option(tr, "--near-gt", RoutingTerms, "near_gt", "box prompts with noise scale <= S count as near-gt for "
+                  "--consistency and --alpha-prior (default {default})", show=g, type=float, metavar="S")
+    tr.add_argument("--val", nargs="+", default=None, metavar="PATH", help="datasets for a short eval at the end")
+    tr.add_argument("--val-split", default=None, metavar="FILE", help="split list for --val")
+    config_option(tr, "--val-prompts", ValidationConfig, "prompts", "")
+    config_option(tr, "--val-samples", ValidationConfig, "samples", "", type=int)
+    tr.add_argument("--val-limit", type=int, default=None)
+    add_runtime_options(tr)
+    tr.set_defaults(func=run_train)
+
+
+def g(value: float) -> str:
+    return f"{value:g}"
 
 
 def init_distributed(device_arg: Optional[str]):

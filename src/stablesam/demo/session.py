@@ -10,9 +10,18 @@ import cv2
 import numpy as np
 
 from ..models.cache import Embedding
-from ..data.images import InputError, LimitError, load_image
+from ..data.images import MAX_PIXELS, InputError, LimitError, load_image
 
-__all__ = ["ImageStore", "LimitError", "StoredImage", "decode_upload", "image_id", "sizes", "to_jpeg"]
+__all__ = ["ImageStore", "LimitError", "StoredImage", "UploadLimits", "decode_upload", "image_id", "sizes", "to_jpeg"]
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """Limits on the images a server takes (the demo's uploads, Label Studio's fetched images)."""
+
+    max_bytes: int = 20_000_000  # largest image file, in bytes
+    max_pixels: int = MAX_PIXELS  # largest image, width x height
+    max_images: int = 8  # image embeddings kept in memory, least recently used dropped first
 
 
 def image_id(data: bytes) -> str:

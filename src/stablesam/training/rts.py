@@ -83,6 +83,13 @@ class RtsMixture:
     def to_dict(self) -> Dict:
         return asdict(self)
 
+    def text(self, keys: Tuple[str, ...] = ("gt-box", "noisy-box", "points", "box+points", "part-clicks")) -> str:
+        """The mixture as `parse` reads it, for the `keys` given: 'gt-box=0.1,noisy-box=0.6,...'."""
+        names = {**dict(zip(KINDS, ("gt_box", "noisy_box", "points", "box_points", "interactive", "adv_box"))),
+                 **{k: k.replace("-", "_") for k in ("max-noise", "max-points", "part-clicks", "interactive-clicks",
+                                                     "deepest-clicks", "adv-budget")}}
+        return ",".join(f"{k}={getattr(self, names[k]):g}" for k in keys)
+
     @classmethod
     def parse(cls, text: str) -> "RtsMixture":
         """'gt-box=0.2,noisy-box=0.4,points=0.25,box+points=0.15,interactive=0.5,adv-box=0.2' (missing
@@ -112,6 +119,7 @@ class RtsMixture:
 # What a training config written before an option existed meant by leaving it out.
 MIXTURE_ABSENT_MEANS: Dict[str, float] = {"part_clicks": 0.0}
 
+RELEASE_0_1 = RtsMixture(gt_box=0.2, noisy_box=0.4, points=0.25, box_points=0.15, part_clicks=0.0)
 GT_BOX_ONLY = RtsMixture(gt_box=1.0, noisy_box=0.0, points=0.0, box_points=0.0, part_clicks=0.0)
 
 
