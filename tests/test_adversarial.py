@@ -8,7 +8,7 @@ import pytest
 
 from stablesam.prompts.adversarial import click_space, search_box, search_click, search_prompt
 from stablesam.evaluation.prompt_eval import EvalConfig, evaluate
-from stablesam.models.spec import Segmenter
+from stablesam.models.segmenters import Segmenter
 from stablesam.prompts.generation import box_from_noise, mask_to_box, parse_prompt, parse_prompts
 from stablesam.evaluation.reports import write_reports
 

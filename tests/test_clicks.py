@@ -126,7 +126,7 @@ class ToyDataset:
 
 def test_click_benchmark_rows_agree_with_the_per_object_runs():
     from stablesam.evaluation.click_eval import ClickConfig, click_tables, evaluate_clicks
-    from stablesam.models.spec import GrabCutSegmenter, SamSegmenter
+    from stablesam.models.segmenters import GrabCutSegmenter, SamSegmenter
 
     model = StableSam(build_small_sam())
     seg = SamSegmenter("small", model)

@@ -10,7 +10,7 @@ from stablesam.models.cache import EmbeddingCache
 from stablesam.cli import main
 from stablesam.data.datasets import FolderDataset
 from stablesam.evaluation.prompt_eval import EvalConfig, evaluate
-from stablesam.models.spec import Segmenter
+from stablesam.models.segmenters import Segmenter
 from stablesam.prompts.generation import parse_prompts
 from stablesam.evaluation.reports import write_reports
 

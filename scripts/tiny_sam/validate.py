@@ -34,7 +34,7 @@ def evaluate_val(sam: Sam, valset: ValSet, clicks: int = 3) -> Dict[str, float]:
     single-mask output (and its mBIoU), and one click with the best of the 3 masks by predicted
     IoU (`clicks` random clicks per object)."""
     from stablesam.modeling import StableSam
-    from stablesam.models.spec import SamSegmenter
+    from stablesam.models.segmenters import SamSegmenter
 
     model = StableSam(copy.deepcopy(sam).float().eval())
     model.plugins_enabled = False

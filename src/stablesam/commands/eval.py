@@ -58,12 +58,14 @@ def run_eval(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..evaluation.prompt_eval import evaluate
+    from ..evaluation.click_eval import ClickEvaluator
+    from ..evaluation.evaluator import run_evaluator
+    from ..evaluation.prompt_eval import PromptEvaluator
     from ..models.spec import DEFAULT_SPEC, SpecError, build_segmenter, parse_model_spec
     from ..prompts.generation import parse_prompts
     from ..evaluation.reports import markdown_tables, write_reports
 
-    from ..evaluation.click_eval import check_clickable, click_tables, evaluate_clicks, parse_thresholds
+    from ..evaluation.click_eval import click_tables, parse_thresholds
 
     protocols = [p.strip() for p in args.protocol.split(",") if p.strip()]
     unknown = sorted(set(protocols) - {"prompts", "clicks"})
@@ -103,17 +105,18 @@ def run_eval(args: argparse.Namespace) -> int:
     except SpecError as e:
         raise UsageError(str(e)) from None
     click_config = ClickConfig(args.max_clicks, thresholds, args.limit)
-    if "clicks" in protocols:
-        try:
-            check_clickable(segmenters)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-    result = clicks = None
-    if "prompts" in protocols:
-        result = evaluate(datasets, segmenters, EvalConfig(prompts, args.samples, args.seed, args.limit, args.multimask,
-                                                           explain=args.explain, adv_budget=args.adv_budget))
-    if "clicks" in protocols:
-        clicks = evaluate_clicks(datasets, segmenters, click_config)
+    evaluators = {}  # protocol -> evaluator, the prompt protocol first
+    try:
+        if "prompts" in protocols:
+            evaluators["prompts"] = PromptEvaluator(segmenters, EvalConfig(
+                prompts, args.samples, args.seed, args.limit, args.multimask, explain=args.explain,
+                adv_budget=args.adv_budget))
+        if "clicks" in protocols:
+            evaluators["clicks"] = ClickEvaluator(segmenters, click_config)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    results = {name: run_evaluator(datasets, evaluator) for name, evaluator in evaluators.items()}
+    result, clicks = results.get("prompts"), results.get("clicks")
     if (result is not None and not result.rows) or (clicks is not None and not clicks.rows):
         raise UsageError("no object could be evaluated (see the warnings above)")
     versions = {"stablesam": __version__, "torch": torch.__version__, "numpy": np.__version__,

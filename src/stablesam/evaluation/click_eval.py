@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
-from ..models.spec import SamSegmenter, Segmenter
+from ..models.segmenters import SamSegmenter, Segmenter
 from .clicks import number_of_clicks, run_clicks
+from .evaluator import Evaluator, run_evaluator
 
 
 @dataclass
@@ -50,33 +50,47 @@ def check_clickable(segmenters: Sequence[Segmenter]) -> None:
             raise ValueError(f"model {seg.name!r} takes no clicks: the click protocol needs a SAM or Stable-SAM SPEC")
 
 
+class ClickEvaluator(Evaluator):
+    """The click protocol: every object through the simulated user, for every model (embeddings
+    from each model's cache)."""
+
+    label = "clicks"
+
+    def __init__(self, segmenters: Sequence[SamSegmenter], config: ClickConfig):
+        check_clickable(segmenters)
+        self.segmenters, self.config, self.limit = list(segmenters), config, config.limit
+
+    def reset(self, datasets: Sequence) -> None:
+        self.datasets = list(datasets)
+        self.result = ClickResult()
+
+    def process(self, ds, i: int, sample) -> None:
+        config = self.config
+        for seg in self.segmenters:
+            seg.set_image(sample.image)
+            seg.model.plugins_enabled = seg.plugins
+            t = time.perf_counter()
+            run = run_clicks(seg.predictor, sample.mask, sample.ignore, config.max_clicks)
+            seconds = time.perf_counter() - t
+            record = {"model": seg.name, "dataset": ds.name, "object": sample.name,
+                      "clicks": " ".join(f"{c.x},{c.y},{'+' if c.positive else '-'}" for c in run.clicks),
+                      "ious": " ".join(f"{v:.4f}" for v in run.ious), "seconds": round(seconds, 4)}
+            for thr in config.thresholds:
+                noc, failed = number_of_clicks(run.ious, thr, config.max_clicks)
+                record[f"NoC@{threshold_name(thr)}"] = noc
+                record[f"failed@{threshold_name(thr)}"] = failed
+            self.result.objects.append(record)
+
+    def evaluate(self) -> ClickResult:
+        self.result.rows = summarize(self.result.objects, [s.name for s in self.segmenters],
+                                     [d.name for d in self.datasets], self.config)
+        return self.result
+
+
 def evaluate_clicks(datasets: Sequence, segmenters: Sequence[SamSegmenter], config: ClickConfig,
                     progress: bool = True) -> ClickResult:
-    """Every object through the simulated user, for every model (embeddings from each model's cache)."""
-    check_clickable(segmenters)
-    result = ClickResult()
-    for ds in datasets:
-        n = len(ds) if config.limit is None else min(config.limit, len(ds))
-        for i in tqdm(range(n), desc=f"clicks {ds.name}", unit="obj", disable=not progress):
-            sample = ds.load(i)
-            if sample is None:
-                continue
-            for seg in segmenters:
-                seg.set_image(sample.image)
-                seg.model.plugins_enabled = seg.plugins
-                t = time.perf_counter()
-                run = run_clicks(seg.predictor, sample.mask, sample.ignore, config.max_clicks)
-                seconds = time.perf_counter() - t
-                record = {"model": seg.name, "dataset": ds.name, "object": sample.name,
-                          "clicks": " ".join(f"{c.x},{c.y},{'+' if c.positive else '-'}" for c in run.clicks),
-                          "ious": " ".join(f"{v:.4f}" for v in run.ious), "seconds": round(seconds, 4)}
-                for thr in config.thresholds:
-                    noc, failed = number_of_clicks(run.ious, thr, config.max_clicks)
-                    record[f"NoC@{threshold_name(thr)}"] = noc
-                    record[f"failed@{threshold_name(thr)}"] = failed
-                result.objects.append(record)
-    result.rows = summarize(result.objects, [s.name for s in segmenters], [d.name for d in datasets], config)
-    return result
+    """Run the click protocol (`ClickEvaluator`) on the datasets."""
+    return run_evaluator(datasets, ClickEvaluator(segmenters, config), progress)
 
 
 def summarize(objects: List[Dict], models: List[str], datasets: List[str], config: ClickConfig) -> List[Dict]:

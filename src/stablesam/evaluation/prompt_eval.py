@@ -4,13 +4,14 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
+from ..models.segmenters import SamSegmenter, Segmenter
 from ..prompts.adversarial import DEFAULT_BUDGET, click_space
-from .attention import AttentionProbe, grid_fraction, mass_inside, reads_from
-from .metrics import boundary_iou, mask_iou, stability
-from ..models.spec import SamSegmenter, Segmenter
 from ..prompts.generation import PromptType, generate, object_rng
+from ..prompts.kinds import ADV_POINT
+from .attention import AttentionProbe, grid_fraction, mass_inside, reads_from
+from .evaluator import Evaluator, run_evaluator
+from .metrics import boundary_iou, mask_iou, stability
 from .worst_case import run_searched
 
 EXAMPLE_PROMPTS = ("noisy-box@0.4", "points@1")  # else the first prompt type asked for
@@ -66,80 +67,102 @@ def predict_with_attention(seg: Segmenter, prompts, multimask: bool, mask: np.nd
     return masks, maps, mass_inside(maps, fraction), routing["offsets"]
 
 
+class PromptEvaluator(Evaluator):
+    """The prompt protocol: K prompts of every type per object for every model. The prompts of an
+    object depend only on (seed, dataset, object, prompt type), so every model sees the same
+    prompts and reruns give the same numbers."""
+
+    label = "eval"
+
+    def __init__(self, segmenters: Sequence[Segmenter], config: EvalConfig):
+        self.segmenters, self.config, self.limit = list(segmenters), config, config.limit
+
+    def reset(self, datasets: Sequence) -> None:
+        self.datasets = list(datasets)
+        self.result = EvalResult()
+        self.example_ids: Dict[str, set] = {}
+        for seg in self.segmenters:
+            cannot = [p.name for p in self.config.prompts if not seg.accepts(p.kind)]
+            if cannot:
+                self.result.skipped[seg.name] = cannot
+
+    def examples_of(self, ds) -> set:
+        """Indices of the dataset's objects kept for the example sheets, spread over it."""
+        if ds.name not in self.example_ids:
+            config = self.config
+            n = len(ds) if config.limit is None else min(config.limit, len(ds))
+            per_dataset = max(1, max(config.examples, config.explain) // len(self.datasets))
+            self.example_ids[ds.name] = set(np.linspace(0, n - 1, per_dataset).round().astype(int).tolist()) if n \
+                else set()
+        return self.example_ids[ds.name]
+
+    def process(self, ds, i: int, sample) -> None:
+        example_ids = self.examples_of(ds)
+        config = self.config
+        prompts = {
+            p.name: generate(p, sample.mask, config.samples, object_rng(config.seed, ds.name, sample.name, p.name))
+            for p in config.prompts if not p.searched
+        }
+        allowed = click_space(sample.mask) if any(p.kind == ADV_POINT for p in config.prompts) else None
+        keep = i in example_ids  # spread over the dataset, not its first few (similar) objects
+        shown = example_prompts(self.config.prompts)
+        example = {"dataset": ds.name, "name": sample.name, "image": sample.image, "mask": sample.mask,
+                   "prompts": {k: prompts[k][0] for k in shown if k in prompts}, "pred": {},
+                   "attention": {}, "model_prompts": {}, "iou": {}}
+        small = set()
+        for seg in self.segmenters:
+            seg.set_image(sample.image)
+            for p in self.config.prompts:
+                if not seg.accepts(p.kind) or p.name in small:
+                    continue
+                if p.searched:  # each model's own worst (best) prompt, found by querying it
+                    found = run_searched(seg, p, sample, self.config.adv_budget,
+                                         object_rng(self.config.seed, ds.name, sample.name, p.name),
+                                         self.config.multimask, allowed)
+                    if found is None:
+                        small.add(p.name)
+                        counts = self.result.too_small.setdefault(ds.name, {})
+                        counts[p.name] = counts.get(p.name, 0) + 1
+                        continue
+                    record, prompt, base, mask = found
+                    self.result.objects.append({"model": seg.name, "dataset": ds.name, "object": sample.name,
+                                                "prompt": p.name, **record})
+                    if keep and p.name in shown:
+                        example["prompts"][p.name] = base
+                        example["model_prompts"][(seg.name, p.name)] = prompt
+                        example["pred"][(seg.name, p.name)] = mask
+                        example["iou"][(seg.name, p.name)] = record["iou"]
+                    continue
+                if self.config.explain:
+                    masks, maps, inside, offsets = predict_with_attention(
+                        seg, prompts[p.name], self.config.multimask, sample.mask)
+                else:
+                    masks, maps, inside, offsets = seg.predict(prompts[p.name], multimask=config.multimask), None, None, None
+                scores = object_scores(masks, sample.mask, sample.ignore)
+                if inside is not None:
+                    scores["attention_inside"] = float(np.mean(inside))
+                if isinstance(seg, SamSegmenter) and seg.plugins:  # the DRP's trust in the DSP
+                    scores["alpha1"] = float(np.mean(seg.predictor.routing["alpha"][:, 0]))
+                self.result.objects.append({"model": seg.name, "dataset": ds.name, "object": sample.name,
+                                            "prompt": p.name, **scores})
+                if keep and p.name in example["prompts"]:
+                    example["pred"][(seg.name, p.name)] = masks[0]
+                    if maps is not None:
+                        example["attention"][(seg.name, p.name)] = (
+                            maps[0], None if offsets is None else offsets[0])
+        if keep:
+            example["prompts"] = {k: example["prompts"][k] for k in shown if k in example["prompts"]}
+            self.result.examples.append(example)
+
+    def evaluate(self) -> EvalResult:
+        self.result.rows = aggregate(self.result.objects, [s.name for s in self.segmenters],
+                                     [d.name for d in self.datasets], [p.name for p in self.config.prompts])
+        return self.result
+
+
 def evaluate(datasets: Sequence, segmenters: Sequence[Segmenter], config: EvalConfig, progress: bool = True) -> EvalResult:
-    """Run the benchmark. The prompts of an object depend only on (seed, dataset, object,
-    prompt type), so every model sees the same prompts and reruns give the same numbers."""
-    result = EvalResult()
-    for seg in segmenters:
-        cannot = [p.name for p in config.prompts if not seg.accepts(p.kind)]
-        if cannot:
-            result.skipped[seg.name] = cannot
-    for ds in datasets:
-        n = len(ds) if config.limit is None else min(config.limit, len(ds))
-        per_dataset = max(1, max(config.examples, config.explain) // len(datasets))
-        example_ids = set(np.linspace(0, n - 1, per_dataset).round().astype(int).tolist()) if n else set()
-        bar = tqdm(range(n), desc=f"eval {ds.name}", unit="obj", disable=not progress)
-        for i in bar:
-            sample = ds.load(i)
-            if sample is None:  # reported by the dataset as a DataWarning
-                continue
-            prompts = {
-                p.name: generate(p, sample.mask, config.samples, object_rng(config.seed, ds.name, sample.name, p.name))
-                for p in config.prompts if not p.searched
-            }
-            allowed = click_space(sample.mask) if any(p.kind == "adv-point" for p in config.prompts) else None
-            keep = i in example_ids  # spread over the dataset, not its first few (similar) objects
-            shown = example_prompts(config.prompts)
-            example = {"dataset": ds.name, "name": sample.name, "image": sample.image, "mask": sample.mask,
-                       "prompts": {k: prompts[k][0] for k in shown if k in prompts}, "pred": {},
-                       "attention": {}, "model_prompts": {}, "iou": {}}
-            small = set()
-            for seg in segmenters:
-                seg.set_image(sample.image)
-                for p in config.prompts:
-                    if not seg.accepts(p.kind) or p.name in small:
-                        continue
-                    if p.searched:  # each model's own worst (best) prompt, found by querying it
-                        found = run_searched(seg, p, sample, config.adv_budget,
-                                             object_rng(config.seed, ds.name, sample.name, p.name),
-                                             config.multimask, allowed)
-                        if found is None:
-                            small.add(p.name)
-                            counts = result.too_small.setdefault(ds.name, {})
-                            counts[p.name] = counts.get(p.name, 0) + 1
-                            continue
-                        record, prompt, base, mask = found
-                        result.objects.append({"model": seg.name, "dataset": ds.name, "object": sample.name,
-                                               "prompt": p.name, **record})
-                        if keep and p.name in shown:
-                            example["prompts"][p.name] = base
-                            example["model_prompts"][(seg.name, p.name)] = prompt
-                            example["pred"][(seg.name, p.name)] = mask
-                            example["iou"][(seg.name, p.name)] = record["iou"]
-                        continue
-                    if config.explain:
-                        masks, maps, inside, offsets = predict_with_attention(
-                            seg, prompts[p.name], config.multimask, sample.mask)
-                    else:
-                        masks, maps, inside, offsets = seg.predict(prompts[p.name], multimask=config.multimask), None, None, None
-                    scores = object_scores(masks, sample.mask, sample.ignore)
-                    if inside is not None:
-                        scores["attention_inside"] = float(np.mean(inside))
-                    if isinstance(seg, SamSegmenter) and seg.plugins:  # the DRP's trust in the DSP
-                        scores["alpha1"] = float(np.mean(seg.predictor.routing["alpha"][:, 0]))
-                    result.objects.append({"model": seg.name, "dataset": ds.name, "object": sample.name,
-                                           "prompt": p.name, **scores})
-                    if keep and p.name in example["prompts"]:
-                        example["pred"][(seg.name, p.name)] = masks[0]
-                        if maps is not None:
-                            example["attention"][(seg.name, p.name)] = (
-                                maps[0], None if offsets is None else offsets[0])
-            if keep:
-                example["prompts"] = {k: example["prompts"][k] for k in shown if k in example["prompts"]}
-                result.examples.append(example)
-    result.rows = aggregate(result.objects, [s.name for s in segmenters], [d.name for d in datasets],
-                            [p.name for p in config.prompts])
-    return result
+    """Run the prompt protocol (`PromptEvaluator`) on the datasets."""
+    return run_evaluator(datasets, PromptEvaluator(segmenters, config), progress)
 
 
 def example_prompts(prompts: Sequence[PromptType]) -> List[str]:

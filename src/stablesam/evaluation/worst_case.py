@@ -7,7 +7,7 @@ import numpy as np
 
 from ..prompts.adversarial import Objective, SearchResult, search_prompt
 from .metrics import boundary_iou, mask_iou
-from ..models.spec import Segmenter
+from ..models.segmenters import Segmenter
 from ..prompts.generation import PromptType, Prompts, parse_prompt, point_labels
 
 

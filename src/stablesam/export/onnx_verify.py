@@ -14,9 +14,10 @@ import torch
 
 from ..evaluation.metrics import mask_iou
 from ..modeling import StableSam
+from ..prompts.kinds import ONNX_KINDS
 from .onnx_export import OUTPUT_NAMES, StableSamOnnxModel, require
 
-PROMPT_KINDS = ("points", "box", "box+points", "mask")
+PROMPT_KINDS = ONNX_KINDS
 Inputs = Dict[str, np.ndarray]
 
 

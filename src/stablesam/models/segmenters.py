@@ -11,6 +11,7 @@ import numpy as np
 from ..backends.predictor import StableSamPredictor
 from ..modeling import StableSam
 from ..prompts.generation import Prompts
+from ..prompts.kinds import BOX_KINDS, EVAL_KINDS
 from .cache import EmbeddingCache
 
 
@@ -18,7 +19,7 @@ class Segmenter:
     """Anything that turns an image and prompts into masks."""
 
     name: str = "segmenter"
-    kinds: Set[str] = {"gt-box", "noisy-box", "points", "adv-box", "best-box", "adv-point"}
+    kinds: Set[str] = set(EVAL_KINDS)
 
     def accepts(self, kind: str) -> bool:
         return kind in self.kinds
@@ -63,7 +64,7 @@ class GrabCutSegmenter(Segmenter):
     """
 
     name = "grabcut"
-    kinds = {"gt-box", "noisy-box", "adv-box", "best-box"}
+    kinds = set(BOX_KINDS)
 
     def __init__(self, iterations: int = 5, seed: int = 0, workers: Optional[int] = None,
                  max_side: Optional[int] = None, name: str = "grabcut"):

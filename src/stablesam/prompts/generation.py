@@ -15,12 +15,13 @@ from typing import Optional, Union
 
 import numpy as np
 
+from .kinds import ADV_BOX, ADV_POINT, BEST_BOX, GT_BOX, NOISY_BOX, POINTS, SEARCHED
+
 DEFAULT_PROMPTS = (
     "gt-box,noisy-box@0.1,noisy-box@0.2,noisy-box@0.3,noisy-box@0.4,noisy-box@0.5,"
     "points@1,points@3,points@5"
 )
 MAX_CLICKS = 100  # points@K: K at most this
-SEARCHED = ("adv-box", "best-box", "adv-point")  # found per model by stablesam.prompts.adversarial
 _ACCEPTED = ("accepted forms: 'gt-box', 'noisy-box@S' (S a float >= 0, e.g. noisy-box@0.4), "
              f"'points@K' (K an int in 1..{MAX_CLICKS}), 'adv-box@R' / 'best-box@R' (the worst / best "
              "box within noisy-box@R's reach, R a float >= 0), 'adv-point' (the worst single click)")
@@ -50,9 +51,9 @@ def parse_prompt(name: Union[str, PromptType]) -> PromptType:
         return name
     text = str(name).strip()
     kind, sep, arg = text.partition("@")
-    if kind in ("gt-box", "adv-point") and not sep:
+    if kind in (GT_BOX, ADV_POINT) and not sep:
         return PromptType(kind)
-    if kind in ("noisy-box", "adv-box", "best-box") and sep:
+    if kind in (NOISY_BOX, ADV_BOX, BEST_BOX) and sep:
         try:
             scale = float(arg)
         except ValueError:
@@ -60,7 +61,7 @@ def parse_prompt(name: Union[str, PromptType]) -> PromptType:
         if not math.isfinite(scale) or scale < 0:
             raise ValueError(f"noise scale must be finite and >= 0 in prompt {text!r}; {_ACCEPTED}")
         return PromptType(kind, scale)
-    if kind == "points" and sep:
+    if kind == POINTS and sep:
         try:
             k = int(arg)
         except ValueError:
@@ -272,9 +273,9 @@ def generate(prompt: Union[str, PromptType], mask: np.ndarray, n: int, rng: np.r
     if prompt.searched:
         raise ValueError(f"{prompt.name} depends on the model: stablesam.prompts.adversarial.search_prompt finds it")
     mask = np.asarray(mask)
-    if prompt.kind == "gt-box":
+    if prompt.kind == GT_BOX:
         return Prompts(boxes=mask_to_box(mask)[None])
-    if prompt.kind == "noisy-box":
+    if prompt.kind == NOISY_BOX:
         return Prompts(boxes=noisy_boxes(mask_to_box(mask), prompt.value, n, rng, mask.shape[:2]))
     coords = sample_points(mask, prompt.value, n, rng)
     return Prompts(point_coords=coords, point_labels=point_labels(n, prompt.value))

@@ -26,11 +26,12 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from .interactive import first_prompt
 from ..prompts.generation import Prompts, mask_to_box, noisy_boxes, part_points, point_labels, sample_points
+from ..prompts.kinds import ADV_BOX, INTERACTIVE, RTS_KINDS
+from .interactive import first_prompt
 
-KINDS = ("gt-box", "noisy-box", "points", "box+points", "interactive", "adv-box")
-OPTIONAL_KINDS = ("interactive", "adv-box")  # drawn only when their rate is > 0
+KINDS = RTS_KINDS
+OPTIONAL_KINDS = (INTERACTIVE, ADV_BOX)  # drawn only when their rate is > 0
 
 
 @dataclass(frozen=True)
