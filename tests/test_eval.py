@@ -3,7 +3,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from conftest import SHARED_DATA, build_small_sam
 from stablesam.models.cache import EmbeddingCache
@@ -13,19 +12,7 @@ from stablesam.evaluation.prompt_eval import EvalConfig, evaluate
 from stablesam.models.segmenters import Segmenter
 from stablesam.prompts.generation import parse_prompts
 from stablesam.evaluation.reports import write_reports
-
-
-def make_folder(root, n=3, size=(60, 80)):
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        img = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
-        mask = np.zeros(size, np.uint8)
-        mask[10 + i : 40 + i, 15 : 50 + 3 * i] = 255
-        Image.fromarray(img).save(root / "images" / f"im{i}.jpg")
-        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
-    return root
+from helpers import make_folder
 
 
 class Oracle(Segmenter):

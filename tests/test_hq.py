@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("segment_anything_hq", reason="HQ-SAM tests need the [hq] extra (segment-anything-hq, timm)")
 
-from families import PROMPTS, assert_batch_equals_singles, assert_identity, assert_one_step_trains_only_plugins
+from helpers import PROMPTS, assert_batch_equals_singles, assert_identity, assert_one_step_trains_only_plugins
 from conftest import build_small_sam, perturb_plugins
 from segment_anything_hq import SamPredictor as HqPredictor
 from stablesam import CheckpointError, StableSam, StableSamPredictor, save_plugin

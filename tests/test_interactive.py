@@ -123,7 +123,7 @@ def test_prompt_and_decoder_training_moves_the_mask_input_path(tmp_path):
     from stablesam.backends.official import read_weights
     from stablesam.cli import main
     from conftest import SMALL_ARCH
-    from test_eval import make_folder
+    from helpers import make_folder
 
     sam_file = tmp_path / "small_sam.pt"
     save_sam_file(build_small_sam(), SMALL_ARCH, sam_file)

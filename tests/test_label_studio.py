@@ -412,7 +412,7 @@ def test_bad_bodies(client, model, files):
 def test_concurrent_requests_on_a_real_server(model, files):
     """Many requests at once over HTTP: each answer equals the same request made alone, and the
     lock keeps model calls from overlapping."""
-    from test_demo import live_server, post, watch_overlap
+    from helpers import live_server, post, watch_overlap
 
     engine = make_engine(model, files)
     overlap = watch_overlap(model.sam.mask_decoder)

@@ -159,7 +159,7 @@ def segment_mask(tmp_path: Path, box) -> np.ndarray:
 
 def test_label_studio_gets_stable_sam_masks(label_studio, tmp_path):
     from label_studio_sdk import LabelStudio
-    from test_demo import live_server
+    from helpers import live_server
 
     from stablesam.models.embedded import EXAMPLES_DIR
     from stablesam.label_studio import ImageFetcher, LabelStudioEngine, create_app, model_version

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import SMALL_ARCH, build_small_sam
 from stablesam.models.files import save_sam_file
-from test_eval import make_folder
+from helpers import make_folder
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("lodo", REPO / "scripts" / "lodo.py")

@@ -10,8 +10,8 @@ from PIL import Image
 
 from stablesam.cli import main
 from stablesam.fileio import folder_problem, write_together
-from test_eval import make_folder
-from unwritable import KINDS, leftovers, one_line_error, unwritable_folder
+from helpers import make_folder
+from helpers import KINDS, leftovers, one_line_error, unwritable_folder
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SMALL_ARCH, build_small_sam
+from conftest import build_small_sam
 from stablesam.models.cache import EmbeddingCache
-from stablesam.models.files import save_sam_file
 from stablesam.cli import main, one_line_warnings
 from stablesam.data.datasets import DataWarning
-from test_eval import make_folder
+from helpers import make_folder
+from helpers import train_args, train_setup  # noqa: F401 (train_setup: a fixture)
 
 
 def sha256(path) -> str:
@@ -90,18 +90,6 @@ def test_cache_entry_with_flipped_tensor_bytes_is_recomputed(tmp_path):
     assert torch.equal(torch.load(entry, weights_only=True)["features"], first.features)  # rewritten
     EmbeddingCache(tmp_path).get(sam, image)
     assert len(calls) == 2  # the rewritten entry passes its check
-
-
-@pytest.fixture
-def train_setup(tmp_path):
-    sam_file = tmp_path / "small_sam.pt"
-    save_sam_file(build_small_sam(), SMALL_ARCH, sam_file)
-    return sam_file, make_folder(tmp_path / "toy", n=4), tmp_path
-
-
-def train_args(sam_file, data, out, *extra):
-    return ["train", "--data", str(data), "--model", f"sam:{sam_file}", "--out", str(out),
-            "--cache", str(out.parent / "cache"), *map(str, extra)]
 
 
 def test_resume_refuses_a_bad_checkpoint_before_embedding_any_image(train_setup, capsys, monkeypatch):

@@ -20,7 +20,7 @@ from stablesam.training.routing_terms import (RoutingTerms, box_noise_scale, con
 from stablesam.training.objects import TrainObject
 from stablesam.training.loop import TrainStep
 from stablesam.training.record import with_defaults
-from test_eval import make_folder
+from helpers import make_folder
 
 OPTIONS = {
     "prompt tokens": PluginConfig(routing_inputs=("prompt",)),

@@ -1,10 +1,8 @@
-import csv
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ from PIL import Image
 
 from conftest import SMALL_ARCH, build_small_sam
 from stablesam.models.cache import EmbeddingCache
-from stablesam.models.files import load_sam_file, read_plugin, save_sam_file
+from stablesam.models.files import read_plugin, save_sam_file
 from stablesam.backends.official import read_weights
 from stablesam.cli import main
 from stablesam.data.datasets import FolderDataset
@@ -22,9 +20,8 @@ from stablesam.training.rts import KINDS, RtsMixture, sample_rts_prompt
 from stablesam.training.record import TrainConfig
 from stablesam.training.loop import TrainStep, step_items
 from stablesam.training.objects import prepare_objects
-from test_eval import make_folder
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+from helpers import make_folder
+from helpers import SRC, losses, run
 
 
 @pytest.fixture
@@ -33,11 +30,6 @@ def setup(tmp_path):
     save_sam_file(build_small_sam(), SMALL_ARCH, sam_file)
     data = make_folder(tmp_path / "toy", n=6)
     return sam_file, data, tmp_path
-
-
-def losses(out):
-    with open(out / "log.csv") as f:
-        return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
 def train_args(sam_file, data, out, *extra):
@@ -157,11 +149,6 @@ def test_cached_training_never_calls_the_encoder(setup, monkeypatch, capsys):
     monkeypatch.setattr("stablesam.models.cache.encode_image", boom)
     assert main(train_args(sam_file, data, tmp / "b", "--steps", 3, "--batch-size", 2)) == 0
     assert "encoder runs: 0" in capsys.readouterr().out
-
-
-def run(args, **kw):
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "stablesam", *args], env=env, capture_output=True, text=True, **kw)
 
 
 @pytest.mark.parametrize("tune", [
