@@ -169,7 +169,7 @@ def atomic_torch_save(obj: Any, path: PathLike) -> None:
 
 def atomic_write(path: Path, write: Callable) -> None:
     """write(f) into a temporary file beside `path`, then rename it into place (a replaced file
-    keeps its mode; `outputs.write_together` writes several files all or none)."""
+    keeps its mode; `write_together` writes several files all or none)."""
     write_together({Path(path): write})
 
 

@@ -148,11 +148,9 @@ def run_train(args: argparse.Namespace) -> int:
     import torch
     import torch.distributed as dist
 
-    from ..modeling import PluginConfig, StableSam
+    from ..modeling import StableSam
     from ..models.spec import SpecError, build_model, parse_model_spec
-    from ..training.routing_terms import RoutingTerms
-    from ..training.rts import RtsMixture
-    from ..training.record import ResumeMismatch, TrainConfig, TrainingError, read_checkpoint
+    from ..training.record import ResumeMismatch, TrainingError, read_checkpoint
     from ..training.objects import prepare_objects, warm_cache
     from ..training.loop import train, tuned_modules
 

@@ -43,8 +43,9 @@ def sizes(size: int, limit: int) -> Tuple[str, str]:
 
 
 def decode_upload(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """Uploaded file bytes -> (H, W, 3) uint8 RGB through the shared loader (`images.load_image`:
-    EXIF orientation applied, as browsers show it; the pixel limit checked on the header)."""
+    """Uploaded file bytes -> (H, W, 3) uint8 RGB through the shared loader
+    (`stablesam.data.images.load_image`: EXIF orientation applied, as browsers show it; the pixel
+    limit checked on the header)."""
     if len(data) > max_bytes:
         size, limit = sizes(len(data), max_bytes)
         raise LimitError(f"the file is {size}; the limit is {limit} (stablesam demo --max-bytes)")
