@@ -107,3 +107,27 @@ def test_no_test_module_imports_another():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
             found += [f"{path.name} imports {n}" for n in names if n.split(".")[0].startswith("test_")]
     assert not found, found
+
+
+# Layers, top to bottom: a module imports only from its own layer or below. The model layer is
+# one: the plugins (modeling) wrap any family through the backends' registry, and the families'
+# predictors read embeddings through the models' cache.
+LAYERS = {
+    "cli": 5, "__main__": 5, "commands": 5, "demo": 5, "label_studio": 5,
+    "training": 4, "export": 4,  # both use evaluation's metrics and simulated clicks
+    "evaluation": 3,
+    "models": 2, "backends": 2, "modeling": 2,
+    "data": 1, "prompts": 1, "fileio": 1,
+}
+
+
+def test_imports_point_down_the_layers():
+    upward = []
+    for module, deps in import_graph().items():
+        if module == "stablesam":  # the public API gathers from every layer
+            continue
+        for dep in deps - {"stablesam"}:  # `from .. import __version__`
+            if LAYERS[dep.split(".")[1]] > LAYERS[module.split(".")[1]]:
+                upward.append(f"{module} -> {dep}")
+    assert not upward, upward
+    assert set(LAYERS) >= {m.split(".")[1] for m in module_files() if m != "stablesam"}
