@@ -9,7 +9,6 @@ from torch import nn
 
 from ..backends.official import CheckpointError, PathLike
 from ..backends.registry import backend_for_head, get_backend
-from ..backends.sam1 import MODEL_TYPES
 from ..modeling import StableSam
 from .embedded import EMBEDDED
 from .files import attach_plugin, load_sam_file
@@ -35,7 +34,8 @@ def load_model(
         plugin = plugin if plugin is not None else default_plugin
     else:
         if model_type is None:
-            raise CheckpointError(f"model_type is needed with a checkpoint; accepted: {', '.join(MODEL_TYPES)}")
+            raise CheckpointError(f"model_type is needed with a checkpoint; accepted: "
+                                  f"{', '.join(get_backend('sam1').variants)}")
         sam = load_official(model_type, checkpoint, device)
     return wrap_sam(sam, plugin, force)
 
