@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stablesam.cache import EmbeddingCache, default_cache_dir
-from stablesam.data import Sample, load_split
-from stablesam.evaluation import object_scores
-from stablesam.layouts import open_dataset
-from stablesam.models import build_segmenter, parse_model_spec
-from stablesam.prompts import generate, object_rng, parse_prompt
-from stablesam.worst_case import run_searched
+from stablesam.models.cache import EmbeddingCache, default_cache_dir
+from stablesam.data.datasets import Sample, load_split
+from stablesam.evaluation.prompt_eval import object_scores
+from stablesam.data.layouts import open_dataset
+from stablesam.models.spec import build_segmenter, parse_model_spec
+from stablesam.prompts.generation import generate, object_rng, parse_prompt
+from stablesam.evaluation.worst_case import run_searched
 
 from click_time import objects  # benchmarks/click_time.py, beside this script
 

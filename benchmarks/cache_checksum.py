@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, TwoWayTransformer
 
-from stablesam.cache import tensor_checksum
-from stablesam.checkpoints import atomic_torch_save
+from stablesam.models.cache import tensor_checksum
+from stablesam.fileio import atomic_torch_save
 
 
 def seconds(fn, repeats: int = 5) -> float:

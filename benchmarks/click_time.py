@@ -13,7 +13,7 @@ import torch
 from segment_anything import sam_model_registry
 
 from stablesam import StableSam, StableSamPredictor, load_model
-from stablesam.clicks import run_clicks
+from stablesam.evaluation.clicks import run_clicks
 
 
 def objects(n: int, rng: np.random.Generator):

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from stablesam.demo.engine import DemoEngine, Prompt
-from stablesam.embedded import EXAMPLES_DIR
-from stablesam.models import DEFAULT_SPEC, build_model, parse_model_spec
+from stablesam.models.embedded import EXAMPLES_DIR
+from stablesam.models.spec import DEFAULT_SPEC, build_model, parse_model_spec
 
 
 def click_sequence(n: int, rng: np.random.Generator, width: int, height: int):

@@ -44,7 +44,7 @@ def demo_client(spec: str):
     from starlette.testclient import TestClient
 
     from stablesam.demo.app import create_app
-    from stablesam.models import build_model, parse_model_spec
+    from stablesam.models.spec import build_model, parse_model_spec
 
     client = TestClient(create_app(build_model(parse_model_spec(spec), "cpu")))
     client.__enter__()

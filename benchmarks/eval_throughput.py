@@ -17,9 +17,9 @@ import torch
 from segment_anything import sam_model_registry
 
 from stablesam import StableSam, StableSamPredictor
-from stablesam.cache import EmbeddingCache
-from stablesam.predictor import CPU_MAX_BATCH
-from stablesam.prompts import generate, object_rng
+from stablesam.models.cache import EmbeddingCache
+from stablesam.backends.predictor import CPU_MAX_BATCH
+from stablesam.prompts.generation import generate, object_rng
 
 
 def main() -> None:

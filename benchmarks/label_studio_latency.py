@@ -20,7 +20,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import torch
 
-from stablesam.embedded import EXAMPLES_DIR
+from stablesam.models.embedded import EXAMPLES_DIR
 
 CONFIG = """<View><Image name="image" value="$image"/>
 <BrushLabels name="mask" toName="image"><Label value="Cup"/></BrushLabels>
@@ -63,7 +63,7 @@ def main() -> None:
 
     from stablesam.demo.app import create_app as demo_app
     from stablesam.label_studio import ImageFetcher, LabelStudioEngine, create_app, model_version
-    from stablesam.models import build_model, parse_model_spec
+    from stablesam.models.spec import build_model, parse_model_spec
 
     files = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(EXAMPLES_DIR)))
     threading.Thread(target=files.serve_forever, daemon=True).start()

@@ -27,7 +27,7 @@ def time_call(fn, repeats: int) -> float:
 def build(family: str):
     """(model of the family (random init but the embedded one), its embedding extras)."""
     if family == "embedded":
-        from stablesam.embedded import load_embedded_sam
+        from stablesam.models.embedded import load_embedded_sam
 
         return load_embedded_sam()[0], {}
     if family == "sam1":

@@ -14,8 +14,11 @@ import torch
 from segment_anything import sam_model_registry
 
 from stablesam import StableSam
-from stablesam.cache import encode_image
-from stablesam.training import TrainConfig, TrainObject, TrainStep, low_res_target, set_trainable, step_items
+from stablesam.models.cache import encode_image
+from stablesam.training.record import TrainConfig
+from stablesam.training.objects import TrainObject
+from stablesam.training.loop import TrainStep, set_trainable, step_items
+from stablesam.backends.geometry import low_res_target
 
 
 def peak_rss_mb() -> float:

@@ -31,15 +31,15 @@ import numpy as np
 import torch
 from segment_anything.utils.amg import build_point_grid
 
-from stablesam.automatic import StableSamAutomaticMaskGenerator
-from stablesam.cache import EmbeddingCache
-from stablesam.data import load_split
-from stablesam.embedded import AUTOMATIC_DEFAULTS
-from stablesam.layouts import open_dataset
-from stablesam.metrics import mask_iou
-from stablesam.models import build_model, parse_model_spec
-from stablesam.predictor import CPU_MAX_BATCH
-from stablesam.reports import write_text
+from stablesam.backends.automatic import StableSamAutomaticMaskGenerator
+from stablesam.models.cache import EmbeddingCache
+from stablesam.data.datasets import load_split
+from stablesam.models.embedded import AUTOMATIC_DEFAULTS
+from stablesam.data.layouts import open_dataset
+from stablesam.evaluation.metrics import mask_iou
+from stablesam.models.spec import build_model, parse_model_spec
+from stablesam.backends.predictor import CPU_MAX_BATCH
+from stablesam.fileio import write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"SAM": False, "Stable-SAM": True}  # name -> plugins_enabled

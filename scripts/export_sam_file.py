@@ -16,7 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 
-from stablesam.checkpoints import load_decoder, load_sam_file, read_weights, save_sam_file  # noqa: E402
+from stablesam.models.files import load_decoder, load_sam_file, save_sam_file
+from stablesam.backends.official import read_weights
 
 
 def main(argv=None) -> int:

@@ -5,7 +5,7 @@
 #   scripts/finetune_interactive.sh          # train (resumable: rerun the same command), then export
 #
 # Recipe: `stablesam train --tune prompt+decoder` with the RTS mixture below: half the objects
-# get a simulated session (`stablesam.interactive`: a jittered box or one click, 8 corrective
+# get a simulated session (`stablesam.training.interactive`: a jittered box or one click, 8 corrective
 # clicks from the error region with the previous logits as mask_input, 2 rounds without a new
 # click, focal + Dice + IoU loss on every round), the rest the base's own prompts (ground-truth
 # boxes, 1-5 clicks) so that they do not get worse. Adam, lr 1e-4 (constant), 2 epochs of the

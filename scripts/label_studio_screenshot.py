@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 from PIL import Image
 
-from stablesam.embedded import EXAMPLES_DIR
+from stablesam.models.embedded import EXAMPLES_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = (REPO / "tests" / "data" / "label_studio" / "cup_config.xml").read_text()  # the real-Label-Studio test's

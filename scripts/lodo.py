@@ -42,7 +42,7 @@ sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 
 from stablesam.cli import build_parser  # noqa: E402
 from stablesam.cli import main as stablesam  # noqa: E402
-from stablesam.reports import write_text  # noqa: E402
+from stablesam.fileio import write_text
 
 DEFAULT_PROMPTS = "gt-box,noisy-box@0.2,noisy-box@0.4,points@1,points@3"
 RESERVED = ("--data", "--model", "--out", "--split", "--cache", "--no-cache", "--resume", "--data-root", "--device",
@@ -75,7 +75,7 @@ def parse_variant(text: str) -> tuple:
 
 def fold_name(spec: str, data_root: Optional[str]) -> str:
     """The dataset name(s) a --data SPEC opens, as `stablesam eval` reports them."""
-    from stablesam.layouts import parse_spec
+    from stablesam.data.layouts import parse_spec
 
     return "+".join(source.name for source in parse_spec(spec, data_root=data_root))
 

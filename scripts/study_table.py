@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from summarize_results import POOLED, REPO, read_objects  # noqa: E402
 
 sys.path.insert(0, str(REPO / "src"))
-from stablesam.evaluation import aggregate  # noqa: E402
-from stablesam.reports import write_text  # noqa: E402
+from stablesam.evaluation.prompt_eval import aggregate  # noqa: E402
+from stablesam.fileio import write_text
 
 PROMPTS = ["gt-box", "noisy-box@0.2", "noisy-box@0.4", "points@1", "points@3"]
 NOISY = PROMPTS[1:]

@@ -14,8 +14,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 
-from stablesam.evaluation import OPTIONAL_SCORES, EvalResult, aggregate  # noqa: E402
-from stablesam.reports import markdown_tables  # noqa: E402
+from stablesam.evaluation.prompt_eval import OPTIONAL_SCORES, EvalResult, aggregate  # noqa: E402
+from stablesam.evaluation.reports import markdown_tables  # noqa: E402
 
 POOLED = "all datasets"
 

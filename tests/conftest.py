@@ -80,7 +80,7 @@ def perturb_plugins(model, seed: int = 1, scale: float = 0.2) -> None:
 @pytest.fixture
 def fake_embedded(monkeypatch, tmp_path):
     """Make `tiny-sam` / `tiny-stable-sam` resolve to a small random-init SAM (+ a plugin)."""
-    import stablesam.embedded as embedded
+    import stablesam.models.embedded as embedded
     from stablesam import StableSam, save_plugin
 
     plugin = tmp_path / "small_plugin.pt"

@@ -1,4 +1,4 @@
-"""Worst-case prompts: the box and click searches (stablesam.adversarial) and their benchmark rows."""
+"""Worst-case prompts: the box and click searches (stablesam.prompts.adversarial) and their benchmark rows."""
 
 import itertools
 import json
@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from stablesam.adversarial import click_space, search_box, search_click, search_prompt
-from stablesam.evaluation import EvalConfig, evaluate
-from stablesam.models import Segmenter
-from stablesam.prompts import box_from_noise, mask_to_box, parse_prompt, parse_prompts
-from stablesam.reports import write_reports
+from stablesam.prompts.adversarial import click_space, search_box, search_click, search_prompt
+from stablesam.evaluation.prompt_eval import EvalConfig, evaluate
+from stablesam.models.segmenters import Segmenter
+from stablesam.prompts.generation import box_from_noise, mask_to_box, parse_prompt, parse_prompts
+from stablesam.evaluation.reports import write_reports
 
 G = np.array([40.0, 30.0, 119.0, 89.0])  # the ground-truth box (inclusive pixel indices)
 SIZE = (160, 200)  # (H, W)
@@ -151,7 +151,7 @@ class Toy:
     name = "toy"
 
     def __init__(self):
-        from stablesam.data import Sample
+        from stablesam.data.datasets import Sample
 
         self.samples = []
         for i, (y0, x0, side) in enumerate([(20, 30, (30, 40)), (40, 40, (6, 6))]):
@@ -198,11 +198,13 @@ def test_adv_box_rts_component_mines_admissible_boxes_worse_than_random(tmp_path
     import torch
 
     import stablesam
-    from stablesam.cache import EmbeddingCache
-    from stablesam.embedded import EXAMPLES_DIR
-    from stablesam.metrics import mask_iou
-    from stablesam.rts import RtsMixture
-    from stablesam.training import TrainConfig, TrainObject, TrainStep, step_items
+    from stablesam.models.cache import EmbeddingCache
+    from stablesam.models.embedded import EXAMPLES_DIR
+    from stablesam.evaluation.metrics import mask_iou
+    from stablesam.training.rts import RtsMixture
+    from stablesam.training.record import TrainConfig
+    from stablesam.training.objects import TrainObject
+    from stablesam.training.loop import TrainStep, step_items
 
     model = stablesam.load_model()
     image = stablesam.load_image(EXAMPLES_DIR / "coffee.jpg")

@@ -5,9 +5,9 @@ import numpy as np
 import torch
 
 from conftest import build_small_sam, perturb_plugins
-from stablesam.attention import AttentionProbe, attention_weights, grid_fraction, mass_inside, token_to_image_attention
+from stablesam.evaluation.attention import AttentionProbe, attention_weights, grid_fraction, mass_inside, token_to_image_attention
 from stablesam.modeling import StableSam
-from stablesam.predictor import StableSamPredictor
+from stablesam.backends.predictor import StableSamPredictor
 
 
 def test_attention_weights_reproduce_the_modules_output():
@@ -83,7 +83,7 @@ def test_eval_explain_writes_attention_tables_and_sheet(tmp_path, fake_embedded)
 
 
 def test_reads_from_moves_the_deformed_share_to_p_plus_offset():
-    from stablesam.attention import reads_from
+    from stablesam.evaluation.attention import reads_from
 
     maps = np.zeros((1, 16))
     maps[0, 5] = 1.0  # all attention on cell (x=1, y=1) of a 4 x 4 grid

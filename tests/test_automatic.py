@@ -9,36 +9,14 @@ from segment_anything import SamAutomaticMaskGenerator
 
 from conftest import perturb_plugins
 from stablesam import StableSam, StableSamAutomaticMaskGenerator
-from stablesam.cache import EmbeddingCache
+from stablesam.models.cache import EmbeddingCache
 from stablesam.cli import main
-from stablesam.automatic import automatic_defaults
-from stablesam.embedded import AUTOMATIC_DEFAULTS, EXAMPLE_IMAGE, EXAMPLES_DIR
-from stablesam.images import load_image
-from stablesam.models import build_model, parse_model_spec
-from stablesam.predictor import CPU_MAX_BATCH
-
-FIELDS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
-LOOSE = dict(points_per_side=6, pred_iou_thresh=0.0, stability_score_thresh=0.0)  # random weights: keep masks
-
-
-def assert_same_records(ours, theirs):
-    assert len(ours) == len(theirs) > 0
-    for a, b in zip(ours, theirs):
-        assert a.keys() == b.keys() == FIELDS
-        assert np.array_equal(a["segmentation"], b["segmentation"])
-        for key in FIELDS - {"segmentation"}:
-            assert a[key] == b[key], key
-
-
-def assert_same_types(ours, theirs):
-    assert ours and theirs
-    for a in ours:
-        assert a.keys() == FIELDS
-        for key in FIELDS:
-            assert type(a[key]) is type(theirs[0][key]), key
-        seg = a["segmentation"]
-        assert seg.dtype == theirs[0]["segmentation"].dtype and seg.shape == theirs[0]["segmentation"].shape
-        assert seg.sum() == a["area"]
+from stablesam.backends.automatic import automatic_defaults
+from stablesam.models.embedded import AUTOMATIC_DEFAULTS, EXAMPLE_IMAGE, EXAMPLES_DIR
+from stablesam.data.images import load_image
+from stablesam.models.spec import build_model, parse_model_spec
+from stablesam.backends.predictor import CPU_MAX_BATCH
+from helpers import LOOSE, assert_same_records, assert_same_types
 
 
 @pytest.fixture

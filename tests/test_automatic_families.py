@@ -8,8 +8,8 @@ import torch
 from conftest import perturb_plugins
 from stablesam import StableSam, StableSamAutomaticMaskGenerator
 from stablesam.backends import get_backend
-from stablesam.cache import EmbeddingCache
-from test_automatic import LOOSE, assert_same_records, assert_same_types
+from stablesam.models.cache import EmbeddingCache
+from helpers import LOOSE, assert_same_records, assert_same_types
 
 
 def sam2_model():
@@ -71,7 +71,7 @@ def test_plugins_off_equals_the_family_generator_and_on_changes_it(family_model,
 
 def test_transformers_models_have_no_generator(tmp_path):
     pytest.importorskip("transformers", reason="needs the [hf] extra")
-    from test_hf import small_sam_config
+    from helpers import small_sam_config
     from transformers import SamModel
 
     model = StableSam(SamModel(small_sam_config()))
@@ -84,7 +84,7 @@ def test_segment_everything_with_a_sam2_spec(tmp_path, capsys, image):
     from PIL import Image
 
     from stablesam.cli import main
-    from test_family_cli import family_files
+    from helpers import family_files
 
     _, stable = family_files(tmp_path, "sam2")
     path = tmp_path / "im.png"

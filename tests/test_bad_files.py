@@ -11,13 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from stablesam.checkpoints import PLUGIN_MAX_BYTES, read_plugin, save_decoder
+from stablesam.models.files import PLUGIN_MAX_BYTES, read_plugin, save_decoder
 from stablesam.cli import main
-from stablesam.data import FolderDataset
-from stablesam.images import InputError, load_image
-from test_eval import make_folder
-from test_robustness import train_args, train_setup  # noqa: F401 (a fixture)
-from unwritable import one_line_error
+from stablesam.data.datasets import FolderDataset
+from stablesam.data.images import InputError, load_image
+from helpers import make_folder
+from helpers import train_args, train_setup  # noqa: F401 (a fixture)
+from helpers import one_line_error
 
 
 def segment(capsys, image, model, *extra):
@@ -88,7 +88,7 @@ class Payload:
 
 def test_a_transformers_folder_with_a_pickle_payload_or_a_list_config(tmp_path, capsys, photo):
     pytest.importorskip("transformers", reason="hf: folders need the [hf] extra (transformers)")
-    from test_hf import small_sam_config
+    from helpers import small_sam_config
 
     folder, marker = tmp_path / "hf", tmp_path / "code-ran"
     small_sam_config().save_pretrained(folder)

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from conftest import build_small_sam
-from stablesam.cache import CacheWarning, EmbeddingCache
+from stablesam.models.cache import CacheWarning, EmbeddingCache
 from stablesam.cli import main
-from test_eval import make_folder
-from unwritable import leftovers, one_line_error, unwritable_folder
+from helpers import make_folder
+from helpers import leftovers, one_line_error, unwritable_folder
 
 IMAGE = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
 

@@ -51,7 +51,7 @@ def test_gpu_saved_checkpoint_loads_on_cpu(tmp_path):
     _claim_cuda(src, dst)
     with pytest.raises(RuntimeError, match="CUDA"):
         torch.load(dst, weights_only=True)  # the rewrite really made a "GPU" file
-    from stablesam.checkpoints import read_weights
+    from stablesam.backends.official import read_weights
 
     state = read_weights(dst, "cpu")
     assert all(v.device.type == "cpu" for v in state.values())

@@ -10,7 +10,7 @@ def test_info_reports_versions_models_and_plugin_size(capsys):
     out = capsys.readouterr().out
     n = int(re.search(r"plugin parameters \(256-d decoder\): ([\d,]+)", out).group(1).replace(",", ""))
     from stablesam import PluginConfig, StableSam
-    from stablesam.embedded import load_embedded_sam
+    from stablesam.models.embedded import load_embedded_sam
 
     assert n == StableSam(load_embedded_sam()[0], PluginConfig()).num_plugin_parameters() == 34_212
     for needle in ("torch", "segment-anything", "vit_b:PATH", "vit_h:PATH", "tiny-stable-sam", "embedded weights"):

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from conftest import build_small_sam
-from stablesam.clicks import Click, next_click, number_of_clicks, run_clicks
+from stablesam.evaluation.clicks import Click, next_click, number_of_clicks, run_clicks
 from stablesam.modeling import StableSam
-from stablesam.predictor import StableSamPredictor
+from stablesam.backends.predictor import StableSamPredictor
 
 
 def canvas() -> np.ndarray:
@@ -106,7 +106,7 @@ class ToyDataset:
     name = "toy"
 
     def __init__(self):
-        from stablesam.data import Sample
+        from stablesam.data.datasets import Sample
 
         rng = np.random.default_rng(1)
         image = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
@@ -125,8 +125,8 @@ class ToyDataset:
 
 
 def test_click_benchmark_rows_agree_with_the_per_object_runs():
-    from stablesam.click_eval import ClickConfig, click_tables, evaluate_clicks
-    from stablesam.models import GrabCutSegmenter, SamSegmenter
+    from stablesam.evaluation.click_eval import ClickConfig, click_tables, evaluate_clicks
+    from stablesam.models.segmenters import GrabCutSegmenter, SamSegmenter
 
     model = StableSam(build_small_sam())
     seg = SamSegmenter("small", model)

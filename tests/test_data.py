@@ -6,9 +6,9 @@ import pytest
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from stablesam.coco import CocoDataset
-from stablesam.data import DataError, DataWarning, FolderDataset
-from stablesam.layouts import open_dataset
+from stablesam.data.coco import CocoDataset
+from stablesam.data.datasets import DataError, DataWarning, FolderDataset
+from stablesam.data.layouts import open_dataset
 
 SHARED_DATA = Path(__file__).parents[2] / "shared" / "data"
 

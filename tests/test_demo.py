@@ -11,46 +11,20 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from stablesam.cli import main
-from stablesam.demo import bind, create_app, server, url
-from stablesam.embedded import EXAMPLES_DIR
-from stablesam.models import build_model, parse_model_spec
+from stablesam.demo import create_app
+from stablesam.models.embedded import EXAMPLES_DIR
+from helpers import demo_model, live_server, post, watch_overlap
 
 # Starlette >= 1.0 prefers the `httpx2` package for its TestClient; plain httpx works the same.
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 CAT, COFFEE = (EXAMPLES_DIR / "cat.jpg").read_bytes(), (EXAMPLES_DIR / "coffee.jpg").read_bytes()
 BOX = [60, 20, 380, 280]  # a loose box around the cat (451 x 300)
-
-
-def demo_model(fake_embedded):
-    """The embedded Stable-SAM as the tests' fixture makes it: a small SAM with a perturbed plugin."""
-    return build_model(parse_model_spec("tiny-stable-sam"), "cpu")
-
-
-def watch_overlap(module) -> list:
-    """Wrap module.forward so that the returned one-item list holds the most calls ever in
-    flight at once (each call lingers 5 ms, so unlocked concurrent calls would overlap)."""
-    inside, overlap = [0], [0]
-    forward = module.forward
-
-    def watched(*args, **kwargs):
-        inside[0] += 1
-        overlap[0] = max(overlap[0], inside[0])
-        time.sleep(0.005)
-        try:
-            return forward(*args, **kwargs)
-        finally:
-            inside[0] -= 1
-
-    module.forward = watched
-    return overlap
 
 
 def count_encoder_calls(model) -> list:
@@ -258,36 +232,6 @@ def test_least_recently_used_image_is_dropped(client):
     assert client.post("/api/predict", json={"image_id": b, "box": BOX}).status_code == 404
 
 
-@contextmanager
-def live_server(app) -> Iterator[str]:
-    """The app served by uvicorn in a background thread on a free port; yields its URL."""
-    sock = bind("127.0.0.1", 0)
-    srv = server(app, log_level="warning")
-    thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not srv.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "the demo server did not start"
-        time.sleep(0.02)
-    try:
-        yield url(sock)
-    finally:
-        srv.should_exit = True
-        thread.join(10)
-        sock.close()
-
-
-def post(base: str, path: str, body, json_body: bool = True) -> tuple:
-    data = json.dumps(body).encode() if json_body else body
-    request = urllib.request.Request(base.rstrip("/") + path, data=data, method="POST",
-                                     headers={"Content-Type": "application/json"} if json_body else {})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
-
-
 def test_concurrent_requests_on_a_real_server(fake_embedded):
     model = demo_model(fake_embedded)
     calls = count_encoder_calls(model)
@@ -372,7 +316,7 @@ def test_cli_demo_serves_the_page(tmp_path):
     """`stablesam demo` for real, in its own process, with a SAM file and a plugin file."""
     from conftest import SMALL_ARCH, build_small_sam, perturb_plugins
     from stablesam import StableSam, save_plugin
-    from stablesam.checkpoints import save_sam_file
+    from stablesam.models.files import save_sam_file
 
     sam_file, plugin = tmp_path / "sam.pt", tmp_path / "plugin.pt"
     model = StableSam(build_small_sam())

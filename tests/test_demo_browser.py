@@ -12,12 +12,10 @@ import pytest
 from PIL import Image
 
 from stablesam.demo import create_app
-from stablesam.embedded import EXAMPLES_DIR
-from test_demo import demo_model, live_server
+from stablesam.models.embedded import EXAMPLES_DIR
+from helpers import demo_model, live_server
+from helpers import CHROMIUM, CHROMIUM_ARGS
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 try:
     from playwright.sync_api import expect, sync_playwright
 except ImportError:  # pragma: no cover

@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from stablesam.demo import create_app
-from stablesam.embedded import EXAMPLES_DIR
-from stablesam.models import build_model, parse_model_spec
+from stablesam.models.embedded import EXAMPLES_DIR
+from stablesam.models.spec import build_model, parse_model_spec
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 BOX = [60, 20, 380, 280]  # a loose box around the cat (451 x 300)
@@ -52,8 +52,8 @@ def test_worst_box_button_in_headless_chromium(fake_embedded, tmp_path):
     import os
     from pathlib import Path
 
-    from test_demo_browser import CHROMIUM, CHROMIUM_ARGS, sync_playwright
-    from test_demo import demo_model, live_server
+    from helpers import CHROMIUM, CHROMIUM_ARGS, sync_playwright
+    from helpers import demo_model, live_server
 
     if not CHROMIUM.is_file() or sync_playwright is None:
         pytest.skip("needs Debian's chromium and playwright (see tests/test_demo_browser.py)")

@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 import stablesam
-from stablesam import embedded
+from stablesam.models import embedded
 from stablesam.cli import main
 from stablesam import PluginConfig
-from stablesam.models import DEFAULT_SPEC, build_model, parse_model_spec
+from stablesam.models.spec import DEFAULT_SPEC, build_model, parse_model_spec
 
 BASE_LIMIT = 25 * 1000 * 1000  # bytes
 CUP_BOX = (170, 15, 410, 305)  # the cup (with its handle) in coffee.jpg (600 x 400)

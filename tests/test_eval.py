@@ -3,29 +3,16 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from conftest import SHARED_DATA, build_small_sam
-from stablesam.cache import EmbeddingCache
+from stablesam.models.cache import EmbeddingCache
 from stablesam.cli import main
-from stablesam.data import FolderDataset
-from stablesam.evaluation import EvalConfig, evaluate
-from stablesam.models import Segmenter
-from stablesam.prompts import parse_prompts
-from stablesam.reports import write_reports
-
-
-def make_folder(root, n=3, size=(60, 80)):
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        img = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
-        mask = np.zeros(size, np.uint8)
-        mask[10 + i : 40 + i, 15 : 50 + 3 * i] = 255
-        Image.fromarray(img).save(root / "images" / f"im{i}.jpg")
-        Image.fromarray(mask).save(root / "masks" / f"im{i}.png")
-    return root
+from stablesam.data.datasets import FolderDataset
+from stablesam.evaluation.prompt_eval import EvalConfig, evaluate
+from stablesam.models.segmenters import Segmenter
+from stablesam.prompts.generation import parse_prompts
+from stablesam.evaluation.reports import write_reports
+from helpers import make_folder
 
 
 class Oracle(Segmenter):
@@ -132,9 +119,9 @@ def test_eval_cli_rejects_bad_specs_before_work(tmp_path, capsys):
 
 
 def test_grabcut_at_reduced_size_matches_full_size_on_a_clean_object():
-    from stablesam.metrics import mask_iou
-    from stablesam.models import ModelSpec, SpecError, build_segmenter, parse_model_spec
-    from stablesam.prompts import Prompts
+    from stablesam.evaluation.metrics import mask_iou
+    from stablesam.models.spec import ModelSpec, SpecError, build_segmenter, parse_model_spec
+    from stablesam.prompts.generation import Prompts
 
     spec = parse_model_spec("grabcut@128")
     assert spec == ModelSpec("grabcut@128", "grabcut", max_side=128)

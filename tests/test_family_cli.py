@@ -13,43 +13,15 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import build_small_sam, perturb_plugins
-from stablesam import StableSam, save_plugin
-from stablesam.backends import get_backend
+from conftest import build_small_sam
 from stablesam.cli import main
-from stablesam.checkpoints import read_plugin, read_weights
-from test_eval import make_folder
-from test_training import SRC, losses, run
+from stablesam.models.files import read_plugin
+from stablesam.backends.official import read_weights
+from helpers import make_folder
+from helpers import SRC, losses, run
+from helpers import family_files
 
 IMAGE = np.random.default_rng(0).integers(0, 255, size=(60, 80, 3), dtype=np.uint8)
-
-
-def family_files(tmp, family):
-    """(SPEC of the base model, SPEC with a perturbed plugin of that family)."""
-    torch.manual_seed(0)
-    if family == "hq":
-        pytest.importorskip("segment_anything_hq", reason="needs the [hq] extra")
-        path, head = tmp / "sam_hq_vit_tiny.pth", "hq_vit_tiny"
-        torch.save(get_backend("hq").build(head).state_dict(), path)
-    elif family == "sam2":
-        pytest.importorskip("sam2", reason="needs the [sam2] extra")
-        path, head = tmp / "sam2.1_hiera_tiny.pt", "sam2.1_hiera_t"
-        torch.save({"model": get_backend("sam2").build(head).state_dict()}, path)
-    else:
-        pytest.importorskip("transformers", reason="needs the [hf] extra")
-        from test_hf import small_sam_config, torch_default_init
-        from transformers import SamModel
-
-        path, head = tmp / "hf_sam", "hf"
-        model = SamModel(small_sam_config())
-        torch_default_init(model)
-        model.save_pretrained(path)
-    base = f"{head}:{path}"
-    model = StableSam(get_backend(family).load(head, path, torch.device("cpu")))
-    perturb_plugins(model, scale=0.05)
-    plugin = tmp / f"{family}_plugin.pt"
-    save_plugin(model, plugin, base_name=f"{head}:{path.name}")
-    return base, f"{base}+plugin={plugin}"
 
 
 @pytest.mark.parametrize("family", ["hq", "sam2", "hf"])
@@ -108,7 +80,7 @@ def test_demo_engine_each_family(family, grid, tmp_path):
     """The demo's engine (upload, encode, both models on one prompt) on each family's model
     with its plugin."""
     from stablesam.demo.engine import DemoEngine, Prompt
-    from stablesam.models import build_model, parse_model_spec
+    from stablesam.models.spec import build_model, parse_model_spec
 
     _, stable = family_files(tmp_path, family)
     engine = DemoEngine(build_model(parse_model_spec(stable), "cpu"))
@@ -189,7 +161,7 @@ def test_sam2_torchrun_two_processes_equal_one(tmp_path):
 @pytest.mark.slow
 def test_train_plugins_and_decoder_each_family(family, tmp_path, capsys):
     """`stablesam train` in both modes on cached embeddings; the files load back onto the base."""
-    from stablesam.models import build_model, parse_model_spec
+    from stablesam.models.spec import build_model, parse_model_spec
 
     base, _ = family_files(tmp_path, family)
     data = make_folder(tmp_path / "toy", n=1)

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from stablesam.cli import main
-from stablesam.images import InputError
-from stablesam.prompts import parse_prompts
-from stablesam.rts import RtsMixture
-from stablesam.segment import parse_box, parse_point
+from stablesam.data.images import InputError
+from stablesam.prompts.generation import parse_prompts
+from stablesam.training.rts import RtsMixture
+from stablesam.commands.segment import parse_box, parse_point
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 FUZZ = settings(max_examples=60, deadline=None, database=None,
@@ -117,7 +117,7 @@ def demo(fake_embedded):
     from starlette.testclient import TestClient
 
     from stablesam.demo import create_app
-    from stablesam.models import build_model, parse_model_spec
+    from stablesam.models.spec import build_model, parse_model_spec
 
     app = create_app(build_model(parse_model_spec("tiny-stable-sam"), "cpu"), max_bytes=50_000, max_pixels=100_000)
     small = io.BytesIO()

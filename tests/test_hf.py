@@ -9,31 +9,13 @@ import torch
 pytest.importorskip("transformers", reason="Hugging Face tests need the [hf] extra (transformers)")
 
 from conftest import build_small_sam, perturb_plugins
-from families import PROMPTS, assert_batch_equals_singles, assert_identity, assert_one_step_trains_only_plugins
+from helpers import PROMPTS, assert_batch_equals_singles, assert_identity, assert_one_step_trains_only_plugins
 from stablesam import CheckpointError, StableSam, StableSamPredictor, save_plugin
 from stablesam.backends import Embedding, get_backend
-from stablesam.checkpoints import attach_plugin
+from stablesam.models.files import attach_plugin
+from helpers import small_sam_config, torch_default_init
 
 IMAGE = np.random.default_rng(0).integers(0, 255, size=(120, 180, 3), dtype=np.uint8)
-
-
-def small_sam_config():
-    from transformers import SamConfig
-
-    return SamConfig(
-        vision_config=dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=256,
-                           mlp_dim=64, global_attn_indexes=[0], window_size=0, initializer_range=0.02),
-        prompt_encoder_config=dict(image_size=256),
-    )
-
-
-def torch_default_init(model) -> None:
-    """PyTorch's own layer init (what segment_anything and sam2 models get) instead of
-    transformers' near-zero one, so the decoder's logits have SAM's scale."""
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() > 1:
-                torch.nn.init.kaiming_uniform_(p, a=5 ** 0.5)
 
 
 @pytest.fixture(scope="module", params=["sam", "sam2"])

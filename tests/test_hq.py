@@ -7,12 +7,12 @@ import torch
 
 pytest.importorskip("segment_anything_hq", reason="HQ-SAM tests need the [hq] extra (segment-anything-hq, timm)")
 
-from families import PROMPTS, assert_batch_equals_singles, assert_identity, assert_one_step_trains_only_plugins
+from helpers import PROMPTS, assert_batch_equals_singles, assert_identity, assert_one_step_trains_only_plugins
 from conftest import build_small_sam, perturb_plugins
 from segment_anything_hq import SamPredictor as HqPredictor
 from stablesam import CheckpointError, StableSam, StableSamPredictor, save_plugin
 from stablesam.backends import Embedding, get_backend
-from stablesam.checkpoints import attach_plugin
+from stablesam.models.files import attach_plugin
 
 IMAGE = np.random.default_rng(0).integers(0, 255, size=(120, 180, 3), dtype=np.uint8)
 

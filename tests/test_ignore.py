@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 from conftest import SHARED_DATA
-from stablesam.data import FolderDataset, is_trimap
-from stablesam.losses import bce_dice_loss
-from stablesam.metrics import boundary_iou, mask_iou
-from stablesam.training import low_res_target
+from stablesam.data.datasets import FolderDataset, is_trimap
+from stablesam.training.losses import bce_dice_loss
+from stablesam.evaluation.metrics import boundary_iou, mask_iou
+from stablesam.backends.geometry import low_res_target
 
 
 def trimap() -> np.ndarray:
@@ -80,9 +80,9 @@ def test_pets_trimaps_in_the_shared_data():
 
 def test_plugin_training_objects_carry_the_band_as_zero_weight(tmp_path):
     from conftest import build_small_sam
-    from stablesam.cache import EmbeddingCache
+    from stablesam.models.cache import EmbeddingCache
     from stablesam.modeling import StableSam
-    from stablesam.training import prepare_objects
+    from stablesam.training.objects import prepare_objects
 
     write_pair(tmp_path, "pet", trimap())
     model = StableSam(build_small_sam())

@@ -1,4 +1,4 @@
-"""The one image loader (`stablesam.images.load_image`): every Pillow mode, EXIF, limits, fuzzed bytes."""
+"""The one image loader (`stablesam.data.images.load_image`): every Pillow mode, EXIF, limits, fuzzed bytes."""
 
 import io
 import struct
@@ -15,10 +15,10 @@ from PIL import Image
 
 import stablesam
 from stablesam.cli import main
-from stablesam.data import DataError, read_image
-from stablesam.embedded import EXAMPLE_IMAGE
-from stablesam.images import InputError, LimitError, load_image
-from stablesam.predictor import StableSamPredictor
+from stablesam.data.datasets import DataError, read_image
+from stablesam.models.embedded import EXAMPLE_IMAGE
+from stablesam.data.images import InputError, LimitError, load_image
+from stablesam.backends.predictor import StableSamPredictor
 
 # Starlette >= 1.0 prefers the `httpx2` package for its TestClient; plain httpx works the same.
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
@@ -190,7 +190,7 @@ def test_a_1x1_image_gets_the_same_answer_from_cli_and_demo(tmp_path, capsys, fa
     from starlette.testclient import TestClient
 
     from stablesam.demo import create_app
-    from stablesam.models import build_model, parse_model_spec
+    from stablesam.models.spec import build_model, parse_model_spec
 
     path = save(Image.new("RGB", (1, 1), (200, 10, 10)), tmp_path / "dot.png")
     assert main(["segment", str(path), "--point", "0,0", "--out", str(tmp_path / "m.png")]) == 2
@@ -210,7 +210,7 @@ def test_exif_orientation_same_mask_from_cli_demo_and_python_api(tmp_path, capsy
     from starlette.testclient import TestClient
 
     from stablesam.demo import create_app
-    from stablesam.models import build_model, parse_model_spec
+    from stablesam.models.spec import build_model, parse_model_spec
 
     upright = np.array(Image.open(EXAMPLE_IMAGE).convert("RGB"))  # 451 x 300, no EXIF
     stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # as the sensor wrote it

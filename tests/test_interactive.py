@@ -9,9 +9,9 @@ from hypothesis import strategies as st
 
 from conftest import build_small_sam
 from stablesam import StableSam
-from stablesam.interactive import error_click, first_prompt, image_cells, interactive_loss
-from stablesam.rts import RtsMixture, sample_rts_prompt
-from stablesam.training import step_items
+from stablesam.training.interactive import error_click, first_prompt, image_cells, interactive_loss
+from stablesam.training.rts import RtsMixture, sample_rts_prompt
+from stablesam.training.loop import step_items
 
 
 def maps(seed: int, shape=(24, 31)):
@@ -119,10 +119,11 @@ def test_interactive_rts_component_is_drawn_and_seeded():
 
 
 def test_prompt_and_decoder_training_moves_the_mask_input_path(tmp_path):
-    from stablesam.checkpoints import load_decoder, load_sam_file, read_weights, save_sam_file
+    from stablesam.models.files import load_decoder, load_sam_file, save_sam_file
+    from stablesam.backends.official import read_weights
     from stablesam.cli import main
     from conftest import SMALL_ARCH
-    from test_eval import make_folder
+    from helpers import make_folder
 
     sam_file = tmp_path / "small_sam.pt"
     save_sam_file(build_small_sam(), SMALL_ARCH, sam_file)
@@ -144,8 +145,8 @@ def test_prompt_and_decoder_training_moves_the_mask_input_path(tmp_path):
 
 def test_demo_decodes_each_click_with_the_mask_before_it(fake_embedded):
     from stablesam.demo.engine import DemoEngine, Prompt
-    from stablesam.embedded import EXAMPLES_DIR
-    from stablesam.models import build_model, parse_model_spec
+    from stablesam.models.embedded import EXAMPLES_DIR
+    from stablesam.models.spec import build_model, parse_model_spec
 
     data = (EXAMPLES_DIR / "cat.jpg").read_bytes()
     engine = DemoEngine(build_model(parse_model_spec("tiny-stable-sam"), "cpu"))
@@ -183,8 +184,8 @@ def test_a_negative_click_on_a_false_positive_removes_it():
     box around the cup on coffee.jpg spills onto the saucer: left of x = 165 and below y = 335
     there is no cup."""
     import stablesam
-    from stablesam.clicks import next_click
-    from stablesam.embedded import EXAMPLES_DIR
+    from stablesam.evaluation.clicks import next_click
+    from stablesam.models.embedded import EXAMPLES_DIR
 
     predictor = stablesam.StableSamPredictor(stablesam.load_model())  # the embedded Stable-SAM
     predictor.set_image(stablesam.load_image(EXAMPLES_DIR / "coffee.jpg"))

@@ -29,11 +29,11 @@ pytest.importorskip("httpx", reason=EXTRA)
 from label_studio_sdk.converter.brush import decode_rle  # noqa: E402
 
 from stablesam.cli import main  # noqa: E402
-from stablesam.embedded import EXAMPLES_DIR  # noqa: E402
-from stablesam.images import load_image  # noqa: E402
+from stablesam.models.embedded import EXAMPLES_DIR  # noqa: E402
+from stablesam.data.images import load_image  # noqa: E402
 from stablesam.label_studio import ImageFetcher, LabelStudioEngine, create_app, model_version  # noqa: E402
-from stablesam.models import build_model, parse_model_spec  # noqa: E402
-from stablesam.predictor import StableSamPredictor  # noqa: E402
+from stablesam.models.spec import build_model, parse_model_spec  # noqa: E402
+from stablesam.backends.predictor import StableSamPredictor  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.testclient`")
 RECORDED = Path(__file__).parent / "data" / "label_studio"
@@ -412,7 +412,7 @@ def test_bad_bodies(client, model, files):
 def test_concurrent_requests_on_a_real_server(model, files):
     """Many requests at once over HTTP: each answer equals the same request made alone, and the
     lock keeps model calls from overlapping."""
-    from test_demo import live_server, post, watch_overlap
+    from helpers import live_server, post, watch_overlap
 
     engine = make_engine(model, files)
     overlap = watch_overlap(model.sam.mask_decoder)

@@ -150,7 +150,7 @@ def decode(result: dict) -> np.ndarray:
 
 def segment_mask(tmp_path: Path, box) -> np.ndarray:
     from stablesam.cli import main
-    from stablesam.embedded import EXAMPLES_DIR
+    from stablesam.models.embedded import EXAMPLES_DIR
 
     out = tmp_path / f"segment_{'_'.join(map(str, box))}.png"
     assert main(["segment", str(EXAMPLES_DIR / "coffee.jpg"), "--box", ",".join(map(str, box)), "--out", str(out)]) == 0
@@ -159,11 +159,11 @@ def segment_mask(tmp_path: Path, box) -> np.ndarray:
 
 def test_label_studio_gets_stable_sam_masks(label_studio, tmp_path):
     from label_studio_sdk import LabelStudio
-    from test_demo import live_server
+    from helpers import live_server
 
-    from stablesam.embedded import EXAMPLES_DIR
+    from stablesam.models.embedded import EXAMPLES_DIR
     from stablesam.label_studio import ImageFetcher, LabelStudioEngine, create_app, model_version
-    from stablesam.models import build_model, parse_model_spec
+    from stablesam.models.spec import build_model, parse_model_spec
 
     auth = {"Authorization": f"Token {LEGACY_TOKEN}"}
     client = LabelStudio(base_url=label_studio, api_key=LEGACY_TOKEN)

@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from stablesam.cli import main
-from stablesam.data import DataError, DataWarning, FolderDataset
-from stablesam.layouts import find_layout, open_dataset, open_datasets, parse_spec
+from stablesam.data.datasets import DataError, DataWarning, FolderDataset
+from stablesam.data.layouts import find_layout, open_dataset, open_datasets, parse_spec
 
 
 def put(folder: Path, stem: str, ext: str = ".jpg", mask_folder: Path = None, size=(24, 32)) -> None:

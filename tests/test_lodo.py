@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from conftest import SMALL_ARCH, build_small_sam
-from stablesam.checkpoints import save_sam_file
-from test_eval import make_folder
+from stablesam.models.files import save_sam_file
+from helpers import make_folder
 
 REPO = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("lodo", REPO / "scripts" / "lodo.py")

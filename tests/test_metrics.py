@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from stablesam.metrics import boundary_iou, mask_iou, mask_to_boundary, stability
+from stablesam.evaluation.metrics import boundary_iou, mask_iou, mask_to_boundary, stability
 
 
 def square(size, r0, r1, c0, c1):

@@ -13,12 +13,12 @@ ort = pytest.importorskip("onnxruntime")
 from conftest import build_small_sam, perturb_plugins  # noqa: E402
 from stablesam import StableSam, StableSamPredictor  # noqa: E402
 from stablesam.cli import main  # noqa: E402
-from stablesam.models import build_model, parse_model_spec  # noqa: E402
-from stablesam.onnx_export import (  # noqa: E402
+from stablesam.models.spec import build_model, parse_model_spec  # noqa: E402
+from stablesam.export.onnx_export import (  # noqa: E402
     DYNAMIC_AXES, INPUT_NAMES, OUTPUT_NAMES, TRACING_EXPORTER, StableSamOnnxModel, example_inputs, export_bytes,
     export_onnx,
 )
-from stablesam.onnx_verify import PROMPT_KINDS, onnx_prompt  # noqa: E402
+from stablesam.export.onnx_verify import PROMPT_KINDS, onnx_prompt  # noqa: E402
 
 TOL = 1e-3
 SIZES = [(120, 180), (301, 200)]  # the second has another aspect ratio than the export's example input

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from stablesam.cli import main
-from stablesam.outputs import folder_problem, write_together
-from test_eval import make_folder
-from unwritable import KINDS, leftovers, one_line_error, unwritable_folder
+from stablesam.fileio import folder_problem, write_together
+from helpers import make_folder
+from helpers import KINDS, leftovers, one_line_error, unwritable_folder
 
 
 @pytest.fixture
@@ -32,7 +32,7 @@ def no_model(monkeypatch):
     def refuse(*a, **k):
         raise AssertionError("a model was built before the outputs were checked")
 
-    for where in ("stablesam.models.build_model", "stablesam.models.build_sam_for"):
+    for where in ("stablesam.models.spec.build_model", "stablesam.models.spec.build_sam_for"):
         monkeypatch.setattr(where, refuse)
 
 
@@ -67,7 +67,7 @@ def test_an_output_that_is_no_regular_file_is_refused(tmp_path, capsys, monkeypa
 
 def test_mask_and_overlay_are_written_together_or_not_at_all(tmp_path, capsys, fake_embedded, photo, monkeypatch):
     mask, over = tmp_path / "m.png", tmp_path / "o.png"
-    import stablesam.segment as segment
+    import stablesam.commands.segment as segment
 
     real = segment.image_writer
 

@@ -11,7 +11,7 @@ import torch
 
 from conftest import build_small_sam, perturb_plugins
 from stablesam import StableSam, StableSamPredictor
-from stablesam.checkpoints import attach_plugin
+from stablesam.models.files import attach_plugin
 from stablesam.modeling import PluginConfig
 
 DATA = Path(__file__).parent / "data"

@@ -8,7 +8,7 @@ from conftest import perturb_plugins
 from stablesam import PluginConfig, StableSam, StableSamPredictor
 from stablesam.modeling import DeformableSamplingPlugin
 
-from families import PROMPTS  # noqa: E402  (the prompts every family's identity test uses)
+from helpers import PROMPTS  # noqa: E402  (the prompts every family's identity test uses)
 
 
 CONFIGS = {

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from stablesam.prompts import (
+from stablesam.prompts.generation import (
     DEFAULT_PROMPTS,
     PromptType,
     fix_boxes,
@@ -171,7 +171,7 @@ def test_object_rng():
 
 
 def test_noisy_points_stay_within_their_range_and_the_image():
-    from stablesam.prompts import noisy_points
+    from stablesam.prompts.generation import noisy_points
 
     pts = np.array([[10.0, 5.0], [50.0, 40.0]])
     out = noisy_points(pts, 0.5, np.array([40.0, 20.0]), 200, np.random.default_rng(0), (48, 64))
@@ -185,7 +185,7 @@ def test_noisy_points_stay_within_their_range_and_the_image():
 
 
 def test_part_points_stay_on_one_part_of_the_object():
-    from stablesam.prompts import part_points
+    from stablesam.prompts.generation import part_points
 
     mask = np.zeros((40, 200), bool)
     mask[10:30, 10:190] = True  # a long bar: a part is a short stretch of it
@@ -198,7 +198,7 @@ def test_part_points_stay_on_one_part_of_the_object():
 
 
 def test_rts_mixture_settings_parse_and_part_clicks_keep_the_default_stream():
-    from stablesam.rts import RtsMixture, sample_rts_prompt
+    from stablesam.training.rts import RtsMixture, sample_rts_prompt
 
     m = RtsMixture.parse("noisy-box=0.6,points=0.4,max-noise=0.8,max-points=3,part-clicks=0.5")
     assert (m.noisy_box, m.points, m.gt_box, m.max_noise, m.max_points, m.part_clicks) == (0.6, 0.4, 0.0, 0.8, 3, 0.5)

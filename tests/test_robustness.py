@@ -12,12 +12,12 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import SMALL_ARCH, build_small_sam
-from stablesam.cache import EmbeddingCache
-from stablesam.checkpoints import save_sam_file
+from conftest import build_small_sam
+from stablesam.models.cache import EmbeddingCache
 from stablesam.cli import main, one_line_warnings
-from stablesam.data import DataWarning
-from test_eval import make_folder
+from stablesam.data.datasets import DataWarning
+from helpers import make_folder
+from helpers import train_args, train_setup  # noqa: F401 (train_setup: a fixture)
 
 
 def sha256(path) -> str:
@@ -92,18 +92,6 @@ def test_cache_entry_with_flipped_tensor_bytes_is_recomputed(tmp_path):
     assert len(calls) == 2  # the rewritten entry passes its check
 
 
-@pytest.fixture
-def train_setup(tmp_path):
-    sam_file = tmp_path / "small_sam.pt"
-    save_sam_file(build_small_sam(), SMALL_ARCH, sam_file)
-    return sam_file, make_folder(tmp_path / "toy", n=4), tmp_path
-
-
-def train_args(sam_file, data, out, *extra):
-    return ["train", "--data", str(data), "--model", f"sam:{sam_file}", "--out", str(out),
-            "--cache", str(out.parent / "cache"), *map(str, extra)]
-
-
 def test_resume_refuses_a_bad_checkpoint_before_embedding_any_image(train_setup, capsys, monkeypatch):
     sam_file, data, tmp = train_setup
     out = tmp / "run"
@@ -112,7 +100,7 @@ def test_resume_refuses_a_bad_checkpoint_before_embedding_any_image(train_setup,
     def no_encoder(*a, **k):
         raise AssertionError("images were embedded before the checkpoint was checked")
 
-    monkeypatch.setattr("stablesam.cache.encode_image", no_encoder)
+    monkeypatch.setattr("stablesam.models.cache.encode_image", no_encoder)
     torch.save({"w": torch.zeros(1000)}, tmp / "valid.pt")
     cases = [
         (b"garbage, not a checkpoint", "refused by torch.load"),
@@ -130,7 +118,7 @@ def test_resume_refuses_a_bad_checkpoint_before_embedding_any_image(train_setup,
     monkeypatch.undo()
     assert main(train_args(sam_file, data, out.parent / "other", "--steps", 2, "--batch-size", 2)) == 0
     (out / "checkpoint.pt").write_bytes((out.parent / "other" / "checkpoint.pt").read_bytes())
-    monkeypatch.setattr("stablesam.cache.encode_image", no_encoder)
+    monkeypatch.setattr("stablesam.models.cache.encode_image", no_encoder)
     assert main(train_args(sam_file, data, out, "--steps", 2, "--batch-size", 2, "--lr", 0.5, "--resume")) == 2
     assert "belongs to another run (differs in: lr)" in capsys.readouterr().err
     assert main(train_args(sam_file, data, out, "--lr", "nan")) == 2
@@ -166,7 +154,7 @@ def test_log_is_written_at_checkpoints_and_its_clock_goes_on_after_resume(train_
     sam_file, data, tmp = train_setup
     out = tmp / "run"
     args = train_args(sam_file, data, out, "--steps", 6, "--batch-size", 2, "--checkpoint-every", 2)
-    import stablesam.training as training
+    import stablesam.training.loop as training
 
     real, calls = training.bce_dice_loss, []
 

@@ -1,5 +1,5 @@
 """Routing that can see prompt quality: DRP inputs beyond t_o, a temperature on α, and the loss
-terms of `stablesam.routing_terms` (consistency with the frozen base on good prompts, a prior on
+terms of `stablesam.training.routing_terms` (consistency with the frozen base on good prompts, a prior on
 α, offset regularisation). Every option keeps the untrained plugin exactly SAM."""
 
 import json
@@ -10,14 +10,17 @@ import torch
 
 from conftest import SMALL_ARCH, build_small_sam, perturb_plugins
 from stablesam import StableSam, StableSamPredictor, save_plugin
-from stablesam.checkpoints import attach_plugin, read_plugin, read_weights, save_sam_file
+from stablesam.models.files import attach_plugin, read_plugin, save_sam_file
+from stablesam.backends.official import read_weights
 from stablesam.cli import main
 from stablesam.modeling import PluginConfig
-from stablesam.prompts import Prompts, mask_to_box, noisy_boxes, sample_points
-from stablesam.routing_terms import (RoutingTerms, box_noise_scale, consistency_loss, is_near_gt, offset_penalty,
+from stablesam.prompts.generation import Prompts, mask_to_box, noisy_boxes, sample_points
+from stablesam.training.routing_terms import (RoutingTerms, box_noise_scale, consistency_loss, is_near_gt, offset_penalty,
                                      plugins_off)
-from stablesam.training import TrainObject, TrainStep, with_defaults
-from test_eval import make_folder
+from stablesam.training.objects import TrainObject
+from stablesam.training.loop import TrainStep
+from stablesam.training.record import with_defaults
+from helpers import make_folder
 
 OPTIONS = {
     "prompt tokens": PluginConfig(routing_inputs=("prompt",)),

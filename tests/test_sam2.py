@@ -9,11 +9,12 @@ import torch
 pytest.importorskip("sam2", reason="SAM 2 tests need the [sam2] extra (sam2)")
 
 from conftest import build_small_sam, perturb_plugins
-from families import PROMPTS, assert_batch_equals_singles, assert_identity, assert_one_step_trains_only_plugins
+from helpers import PROMPTS, assert_batch_equals_singles, assert_identity, assert_one_step_trains_only_plugins
 from stablesam import CheckpointError, StableSam, StableSamPredictor, save_plugin
 from stablesam.backends import Embedding, get_backend
 from stablesam.backends.sam2_predictor import plain_predictor
-from stablesam.checkpoints import attach_plugin, load_family_weights
+from stablesam.models.files import attach_plugin
+from stablesam.backends.official import load_family_weights
 
 IMAGE = np.random.default_rng(0).integers(0, 255, size=(120, 180, 3), dtype=np.uint8)
 SIZE = 512

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from stablesam.cli import main
-from stablesam.embedded import EXAMPLE_IMAGE
+from stablesam.models.embedded import EXAMPLE_IMAGE
 
 
 def run(capsys, *args):
@@ -55,10 +55,10 @@ def test_segment_unreadable_files(tmp_path, capsys, fake_embedded):
 
 
 def test_embedded_loader_verifies_checksums(tmp_path, monkeypatch):
-    import stablesam.embedded as embedded
+    import stablesam.models.embedded as embedded
     from conftest import SMALL_ARCH, build_small_sam
     from stablesam import CheckpointError, StableSam, load_model, save_plugin
-    from stablesam.checkpoints import save_sam_file
+    from stablesam.models.files import save_sam_file
 
     base, plugin = tmp_path / "tiny_sam.pt", tmp_path / "tiny_stable_sam_plugin.pt"
     sam = build_small_sam()

@@ -10,8 +10,8 @@ import torch
 from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam
 
 from conftest import SHARED_DATA
-from stablesam.checkpoints import load_sam_file, save_sam_file
-from stablesam.data import load_split
+from stablesam.models.files import load_sam_file, save_sam_file
+from stablesam.data.datasets import load_split
 from stablesam.modeling.small_sam import TINY_SAM_ARCH, ConvImageEncoder, build_small_sam
 
 REPO = Path(__file__).resolve().parents[1]

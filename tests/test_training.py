@@ -1,10 +1,8 @@
-import csv
 import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,16 +10,18 @@ import torch
 from PIL import Image
 
 from conftest import SMALL_ARCH, build_small_sam
-from stablesam.cache import EmbeddingCache
-from stablesam.checkpoints import load_sam_file, read_plugin, read_weights, save_sam_file
+from stablesam.models.cache import EmbeddingCache
+from stablesam.models.files import read_plugin, save_sam_file
+from stablesam.backends.official import read_weights
 from stablesam.cli import main
-from stablesam.data import FolderDataset
-from stablesam.models import build_model, parse_model_spec
-from stablesam.rts import KINDS, RtsMixture, sample_rts_prompt
-from stablesam.training import TrainConfig, TrainStep, prepare_objects, step_items
-from test_eval import make_folder
-
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+from stablesam.data.datasets import FolderDataset
+from stablesam.models.spec import build_model, parse_model_spec
+from stablesam.training.rts import KINDS, RtsMixture, sample_rts_prompt
+from stablesam.training.record import TrainConfig
+from stablesam.training.loop import TrainStep, step_items
+from stablesam.training.objects import prepare_objects
+from helpers import make_folder
+from helpers import SRC, losses, run
 
 
 @pytest.fixture
@@ -30,11 +30,6 @@ def setup(tmp_path):
     save_sam_file(build_small_sam(), SMALL_ARCH, sam_file)
     data = make_folder(tmp_path / "toy", n=6)
     return sam_file, data, tmp_path
-
-
-def losses(out):
-    with open(out / "log.csv") as f:
-        return [float(r["loss"]) for r in csv.DictReader(f)]
 
 
 def train_args(sam_file, data, out, *extra):
@@ -151,14 +146,9 @@ def test_cached_training_never_calls_the_encoder(setup, monkeypatch, capsys):
     def boom(*a, **k):
         raise AssertionError("the image encoder ran")
 
-    monkeypatch.setattr("stablesam.cache.encode_image", boom)
+    monkeypatch.setattr("stablesam.models.cache.encode_image", boom)
     assert main(train_args(sam_file, data, tmp / "b", "--steps", 3, "--batch-size", 2)) == 0
     assert "encoder runs: 0" in capsys.readouterr().out
-
-
-def run(args, **kw):
-    env = {**os.environ, "PYTHONPATH": SRC, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "stablesam", *args], env=env, capture_output=True, text=True, **kw)
 
 
 @pytest.mark.parametrize("tune", [
@@ -239,7 +229,7 @@ def test_bad_inputs(setup, monkeypatch, capsys):
     assert "RTS rates" in capsys.readouterr().err
 
     calls = {"n": 0}
-    import stablesam.training as training
+    import stablesam.training.loop as training
 
     real = training.bce_dice_loss
 

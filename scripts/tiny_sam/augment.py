@@ -1,6 +1,6 @@
 """Training images in RAM, augmentation, SAM-style prompts and the batch of a step.
 
-Every step's batch is a pure function of (seed, step) (`stablesam.prompts.object_rng`), so a
+Every step's batch is a pure function of (seed, step) (`stablesam.prompts.generation.object_rng`), so a
 resumed run sees exactly what an uninterrupted run sees.
 """
 
@@ -15,8 +15,8 @@ import torch
 from segment_anything.utils.transforms import ResizeLongestSide
 from tqdm import tqdm
 
-from stablesam.data import FolderDataset
-from stablesam.prompts import fix_boxes, mask_to_box, object_rng, sam_jitter_boxes, sample_points
+from stablesam.data.datasets import FolderDataset
+from stablesam.prompts.generation import fix_boxes, mask_to_box, object_rng, sam_jitter_boxes, sample_points
 
 
 @dataclass

@@ -16,9 +16,11 @@ from typing import Dict, List, Optional
 import torch
 from tqdm import tqdm
 
-from stablesam.checkpoints import atomic_torch_save, load_sam_file, read_weights, save_sam_file
+from stablesam.fileio import atomic_torch_save
+from stablesam.models.files import load_sam_file, save_sam_file
+from stablesam.backends.official import read_weights
 from stablesam.modeling.small_sam import TINY_SAM_ARCH, build_small_sam
-from stablesam.reports import write_text
+from stablesam.fileio import write_text
 
 from .augment import AugConfig, build_batch, load_train_images
 from .loss import batch_loss, param_groups

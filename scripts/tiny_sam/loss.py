@@ -8,7 +8,7 @@ import torch
 from segment_anything.modeling import Sam
 from torch.nn import functional as F
 
-from stablesam.losses import bce_loss, dice_loss, mask_ious
+from stablesam.training.losses import bce_loss, dice_loss, mask_ious
 
 from .augment import Batch
 

@@ -8,9 +8,9 @@ new numbers compare); ECSSD and Oxford-IIIT Pet were added with tiny SAM v2.
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from stablesam.data import FolderDataset, load_split
-from stablesam.prompts import object_rng
-from stablesam.reports import write_text
+from stablesam.data.datasets import FolderDataset, load_split
+from stablesam.prompts.generation import object_rng
+from stablesam.fileio import write_text
 
 DATASETS = ("davis345", "coco_mval", "weizmann_horse", "ecssd", "oxford_pets")
 # DAVIS frames come in runs of ~5-8 frames per video. Validation = three runs of whole videos,

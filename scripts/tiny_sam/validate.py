@@ -7,9 +7,9 @@ from typing import Dict
 import numpy as np
 from segment_anything.modeling import Sam
 
-from stablesam.data import FolderDataset
-from stablesam.metrics import boundary_iou, mask_iou
-from stablesam.prompts import generate, object_rng
+from stablesam.data.datasets import FolderDataset
+from stablesam.evaluation.metrics import boundary_iou, mask_iou
+from stablesam.prompts.generation import generate, object_rng
 
 from .split import DATASETS, read_split_list
 
@@ -34,7 +34,7 @@ def evaluate_val(sam: Sam, valset: ValSet, clicks: int = 3) -> Dict[str, float]:
     single-mask output (and its mBIoU), and one click with the best of the 3 masks by predicted
     IoU (`clicks` random clicks per object)."""
     from stablesam.modeling import StableSam
-    from stablesam.models import SamSegmenter
+    from stablesam.models.segmenters import SamSegmenter
 
     model = StableSam(copy.deepcopy(sam).float().eval())
     model.plugins_enabled = False

@@ -2,11 +2,13 @@
 
 __version__ = "0.1.0"
 
-from .automatic import StableSamAutomaticMaskGenerator
-from .checkpoints import CheckpointError, attach_plugin, load_model, read_plugin, save_plugin
-from .images import InputError, load_image
+from .backends.automatic import StableSamAutomaticMaskGenerator
+from .backends.official import CheckpointError
+from .models.files import attach_plugin, read_plugin, save_plugin
+from .models.loading import load_model
+from .data.images import InputError, load_image
 from .modeling import PluginConfig, StableSam
-from .predictor import StableSamPredictor
+from .backends.predictor import StableSamPredictor
 
 __all__ = [
     "CheckpointError",

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .geometry import PaddedFrame
+
 
 class MissingExtra(ImportError):
     """A SAM family whose package is not installed; the message names the pip extra."""
@@ -58,11 +60,21 @@ class Backend:
 
     family: str = ""  # short name recorded in plugin files: sam1 | hq | sam2 | hf
     title: str = ""  # for messages: "SAM 1", "HQ-SAM", "SAM 2.1", ...
-    extra: Optional[str] = None  # pip extra that installs the family's package
-    package: str = ""  # import name of the family's package
+    extra: Optional[str] = None  # pip extra that installs the family's package (None: a base dependency)
+    requires: Tuple[str, ...] = ()  # import names the family needs, its own package first
+    variants: Dict[str, Any] = {}  # SPEC head -> what the family's builder needs for it
+    spec_help: Tuple[str, ...] = ()  # the family's lines of the accepted-SPEC text
+    checkpoint_is_folder: bool = False  # HEAD:PATH names a folder (transformers), not a file
+    encoder_widths: Dict[int, str] = {}  # image-encoder width -> SPEC head, for "it looks like a ..." hints
+    generic_signature: bool = False  # the signature is shared by the others' checkpoints: ask it last
     norm_name: str = "norm1"  # layer 2's LayerNorm after self-attention
     attn_kwargs: Tuple[str, str, str] = ("q", "k", "v")  # token-to-image attention's q/k/v names
     encoder_prefix: str = "image_encoder."  # state-dict prefix of the image encoder
+
+    # ------------------------------------------------------------ checkpoints
+    def checkpoint_signature(self, state: Dict[str, Any]) -> bool:
+        """Whether a state dict's key names are this family's."""
+        raise NotImplementedError
 
     # ------------------------------------------------------------ the decoder
     def owns(self, model: Any) -> bool:
@@ -124,18 +136,18 @@ class Backend:
         raise NotImplementedError
 
     # -------------------------------------------------------------- prompts
+    def frame(self, model: nn.Module) -> PaddedFrame:
+        """The input frame's geometry (SAM 1: the long side resized to `image_size`, padded)."""
+        return PaddedFrame(self.image_size(model))
+
     def prompt_transform(self, model: nn.Module) -> Any:
         """Maps original-image XY to the model's input frame: apply_coords(c, (H, W)),
         apply_boxes(b, (H, W)) on numpy arrays (SAM 1's ResizeLongestSide interface)."""
-        from segment_anything.utils.transforms import ResizeLongestSide
-
-        return ResizeLongestSide(self.image_size(model))
+        return self.frame(model).transform()
 
     def low_res_target(self, mask: np.ndarray, model: nn.Module) -> torch.Tensor:
         """(H, W) mask -> (1, 1, *mask_input_size) soft mask in the low-res logit frame."""
-        from ..training import low_res_target
-
-        return low_res_target(mask, self.image_size(model), self.mask_input_size(model))
+        return self.frame(model).low_res_target(mask, self.mask_input_size(model))
 
     def decode(self, model: nn.Module, features: torch.Tensor, extras: Dict[str, List[torch.Tensor]],
                points: Optional[Tuple[torch.Tensor, torch.Tensor]], boxes: Optional[torch.Tensor],

@@ -16,10 +16,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from . import require
 from .base import Backend, Embedding
+from .geometry import PaddedFrame, SquareFrame
+from .registry import register_family, require
 
 MODEL_TYPES = ("sam", "sam2")
 
@@ -28,14 +28,21 @@ def is_sam2(model: nn.Module) -> bool:
     return model.config.model_type == "sam2"
 
 
+@register_family
 class HfBackend(Backend):
     family = "hf"
     title = "Hugging Face transformers SAM"
     extra = "hf"
-    package = "transformers"
+    requires = ("transformers",)
+    variants = {"hf": None}  # hf:DIR, the folder says which model it is
+    spec_help = ('  hf:DIR                               transformers SamModel/Sam2Model folder   (pip install "stablesam[hf]")',)
+    checkpoint_is_folder = True
     norm_name = "layer_norm1"
     attn_kwargs = ("query", "key", "value")
     encoder_prefix = "vision_encoder."
+
+    def checkpoint_signature(self, state: Dict[str, Any]) -> bool:
+        return any(k.startswith(("vision_encoder.", "mask_decoder.transformer.layers.0.layer_norm1")) for k in state)
 
     def owns(self, model: Any) -> bool:
         from transformers import Sam2Model, SamModel
@@ -84,20 +91,8 @@ class HfBackend(Backend):
             return Embedding(out[-1], (s, s), original, {"high_res_feats": list(out[:-1])})
         return Embedding(out, tuple(int(v) for v in inputs["reshaped_input_sizes"][0]), original)
 
-    def prompt_transform(self, model: nn.Module) -> Any:
-        if is_sam2(model):
-            from .sam2 import SquareResize
-
-            return SquareResize(self.image_size(model))
-        return super().prompt_transform(model)
-
-    def low_res_target(self, mask: np.ndarray, model: nn.Module) -> torch.Tensor:
-        if not is_sam2(model):
-            return super().low_res_target(mask, model)
-        s = self.image_size(model)
-        t = F.interpolate(torch.from_numpy(mask.astype(np.float32))[None, None], (s, s), mode="bilinear",
-                          align_corners=False)
-        return F.interpolate(t, self.mask_input_size(model), mode="area")
+    def frame(self, model: nn.Module) -> PaddedFrame:
+        return SquareFrame(self.image_size(model)) if is_sam2(model) else PaddedFrame(self.image_size(model))
 
     def decode(self, model: nn.Module, features: torch.Tensor, extras: Dict[str, List[torch.Tensor]],
                points: Optional[Tuple[torch.Tensor, torch.Tensor]], boxes: Optional[torch.Tensor],
@@ -123,7 +118,7 @@ class HfBackend(Backend):
 
     def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
         """`hf:DIR`: a folder written by `save_pretrained` (config.json + weights)."""
-        from ..checkpoints import CheckpointError, unpickling_reason
+        from .official import CheckpointError, unpickling_reason
 
         require("hf")
         folder = Path(path)

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from ..predictor import StablePredictorMixin, check_stable
 from .base import Embedding
-from .hf import is_sam2
+from .geometry import SquareFrame
+from .predictor import StablePredictorMixin, check_stable
 
 
 class StableHfPredictor(StablePredictorMixin):
@@ -47,7 +47,7 @@ class StableHfPredictor(StablePredictorMixin):
         self.set_embedding(self.backend.encode(self.model, image))
 
     def set_embedding(self, embedding: Embedding) -> None:
-        """Use a precomputed `Embedding` (see `stablesam.cache`) instead of `set_image`."""
+        """Use a precomputed `Embedding` (see `stablesam.models.cache`) instead of `set_image`."""
         embedding = embedding.to(self.device)
         self.features, self.extras = embedding.features, embedding.extras
         self.original_size, self.input_size = embedding.original_size, embedding.input_size
@@ -87,7 +87,7 @@ class StableHfPredictor(StablePredictorMixin):
     def postprocess(self, low: torch.Tensor) -> torch.Tensor:
         """(B, M, 4h, 4w) logits -> (B, M, H, W) at the image's size: SamModel's frame is the
         padded square (crop to the resized image first), Sam2Model's the whole square."""
-        if not is_sam2(self.model):
+        if not isinstance(self.backend.frame(self.model), SquareFrame):
             s = self.backend.image_size(self.model)
             low = F.interpolate(low, (s, s), mode="bilinear", align_corners=False)
             low = low[..., : self.input_size[0], : self.input_size[1]]

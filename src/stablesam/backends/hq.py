@@ -7,17 +7,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import require
 from .base import Backend, Embedding, decode_sam_style
+from .registry import register_family, require
 
 VARIANTS = {"hq_vit_b": "vit_b", "hq_vit_l": "vit_l", "hq_vit_h": "vit_h", "hq_vit_tiny": "vit_tiny"}
 
 
+@register_family
 class HqBackend(Backend):
     family = "hq"
     title = "HQ-SAM"
     extra = "hq"
-    package = "segment_anything_hq"
+    requires = ("segment_anything_hq", "timm")  # segment_anything_hq imports timm without declaring it
+    variants = VARIANTS
+    spec_help = ('  hq_vit_b|l|h|tiny:PATH               HQ-SAM from an official checkpoint       (pip install "stablesam[hq]")',)
+    encoder_widths = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}  # the SAM 1 names its messages always gave
+
+    def checkpoint_signature(self, state: Dict[str, Any]) -> bool:
+        return "mask_decoder.hf_token.weight" in state
 
     def owns(self, model: Any) -> bool:
         from segment_anything_hq.modeling import Sam
@@ -64,7 +71,7 @@ class HqBackend(Backend):
         return sam_model_registry[VARIANTS[variant]]()
 
     def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
-        from ..checkpoints import CheckpointError, load_family_weights
+        from .official import CheckpointError, load_family_weights
 
         if variant not in VARIANTS:
             raise CheckpointError(f"unknown HQ-SAM model {variant!r}; accepted: {', '.join(VARIANTS)}")

@@ -4,9 +4,9 @@ from typing import Any, Optional
 
 from segment_anything_hq import SamAutomaticMaskGenerator as HqSamAutomaticMaskGenerator
 
-from ..automatic import CachedImageMixin, with_model_defaults
-from ..cache import EmbeddingCache
-from ..predictor import check_stable
+from .automatic import CachedImageMixin, with_model_defaults
+from ..models.cache import EmbeddingCache
+from .predictor import check_stable
 from .hq_predictor import StableHqPredictor
 
 

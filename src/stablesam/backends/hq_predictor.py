@@ -5,7 +5,7 @@ from typing import Any, Tuple
 import torch
 from segment_anything_hq import SamPredictor as HqSamPredictor
 
-from ..predictor import StablePredictorMixin, check_stable
+from .predictor import StablePredictorMixin, check_stable
 
 
 class StableHqPredictor(StablePredictorMixin, HqSamPredictor):

@@ -7,13 +7,24 @@ import torch
 from torch import nn
 
 from .base import Backend, Embedding, decode_sam_style
+from .registry import register_family
+
+MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
 
 
+@register_family
 class Sam1Backend(Backend):
     family = "sam1"
     title = "SAM 1"
     extra = None  # segment_anything is a base dependency
-    package = "segment_anything"
+    requires = ("segment_anything",)
+    variants = {t: t for t in MODEL_TYPES}  # segment_anything's sam_model_registry keys
+    spec_help = ("  vit_b:PATH, vit_l:PATH, vit_h:PATH   SAM from an official checkpoint (plugins off)",)
+    encoder_widths = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}
+    generic_signature = True  # every SAM-1-style decoder (HQ-SAM's too) has mask_decoder.* keys
+
+    def checkpoint_signature(self, state: Dict[str, Any]) -> bool:
+        return any(k.startswith("mask_decoder.") for k in state)
 
     def owns(self, model: Any) -> bool:
         from segment_anything.modeling import Sam
@@ -44,16 +55,21 @@ class Sam1Backend(Backend):
         return decode_sam_style(model, points, boxes, mask_input, features, multimask_output)
 
     def predictor(self, model: Any) -> Any:
-        from ..predictor import StableSamPredictor
+        from .predictor import StableSamPredictor
 
         return StableSamPredictor(model)
 
     def automatic_generator(self) -> type:
-        from ..automatic import StableSamAutomaticMaskGenerator
+        from .automatic import StableSamAutomaticMaskGenerator
 
         return StableSamAutomaticMaskGenerator
 
     def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
-        from ..checkpoints import load_official_sam
+        """A Sam built by Meta's builder for `variant` with the official `.pth` at `path`."""
+        from segment_anything import sam_model_registry
 
-        return load_official_sam(path, variant, device)
+        from .official import CheckpointError, load_family_weights
+
+        if variant not in MODEL_TYPES:
+            raise CheckpointError(f"unknown model type {variant!r}; accepted: {', '.join(MODEL_TYPES)}")
+        return load_family_weights(sam_model_registry[variant](), path, "sam1", variant, device)

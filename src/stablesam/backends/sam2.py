@@ -8,10 +8,10 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from . import require
 from .base import Backend, Embedding
+from .geometry import SquareFrame
+from .registry import register_family, require
 
 CONFIGS = {
     "sam2.1_hiera_t": "configs/sam2.1/sam2.1_hiera_t.yaml",
@@ -42,26 +42,18 @@ def sam2_configs() -> Iterator[None]:
         restore_gh_from_backup(backup)
 
 
-class SquareResize:
-    """SAM2Transforms' prompt mapping as SAM 1's ResizeLongestSide interface: original-image XY
-    -> the (S, S) square the image is resized to."""
-
-    def __init__(self, size: int):
-        self.size = size
-
-    def apply_coords(self, coords: np.ndarray, original_size: Tuple[int, int]) -> np.ndarray:
-        h, w = original_size
-        return np.asarray(coords, float) * np.array([self.size / w, self.size / h])
-
-    def apply_boxes(self, boxes: np.ndarray, original_size: Tuple[int, int]) -> np.ndarray:
-        return self.apply_coords(np.asarray(boxes, float).reshape(-1, 2, 2), original_size).reshape(-1, 4)
-
-
+@register_family
 class Sam2Backend(Backend):
     family = "sam2"
     title = "SAM 2.1"
     extra = "sam2"
-    package = "sam2"
+    requires = ("sam2",)
+    variants = CONFIGS
+    spec_help = ('  sam2.1_hiera_t|s|b+|l:PATH           SAM 2.1 from an official checkpoint      (pip install "stablesam[sam2]")',
+                 '  sam2_hiera_t|s|b+|l:PATH             SAM 2 from an official checkpoint        (pip install "stablesam[sam2]")')
+
+    def checkpoint_signature(self, state: Dict[str, Any]) -> bool:
+        return any(k.startswith("sam_mask_decoder.") for k in state)
 
     def owns(self, model: Any) -> bool:
         from sam2.modeling.sam2_base import SAM2Base
@@ -96,14 +88,8 @@ class Sam2Backend(Backend):
         return Embedding(feats["image_embed"], (size, size), predictor._orig_hw[-1],
                          {"high_res_feats": list(feats["high_res_feats"])})
 
-    def prompt_transform(self, model: nn.Module) -> SquareResize:
-        return SquareResize(self.image_size(model))
-
-    def low_res_target(self, mask: np.ndarray, model: nn.Module) -> torch.Tensor:
-        size = self.image_size(model)
-        t = torch.from_numpy(mask.astype(np.float32))[None, None]
-        t = F.interpolate(t, (size, size), mode="bilinear", align_corners=False)
-        return F.interpolate(t, self.mask_input_size(model), mode="area")
+    def frame(self, model: nn.Module) -> SquareFrame:
+        return SquareFrame(self.image_size(model))
 
     def decode(self, model: nn.Module, features: torch.Tensor, extras: Dict[str, List[torch.Tensor]],
                points: Optional[Tuple[torch.Tensor, torch.Tensor]], boxes: Optional[torch.Tensor],
@@ -150,7 +136,7 @@ class Sam2Backend(Backend):
             return build_sam2(CONFIGS[variant], None, device="cpu", hydra_overrides_extra=overrides)
 
     def load(self, variant: str, path: Any, device: torch.device) -> nn.Module:
-        from ..checkpoints import CheckpointError, load_family_weights
+        from .official import CheckpointError, load_family_weights
 
         if variant not in CONFIGS:
             raise CheckpointError(f"unknown SAM 2 model {variant!r}; accepted: {', '.join(CONFIGS)}")

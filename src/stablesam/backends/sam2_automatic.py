@@ -4,9 +4,9 @@ from typing import Any, Optional
 
 from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
-from ..automatic import CachedImageMixin, with_model_defaults
-from ..cache import EmbeddingCache
-from ..predictor import check_stable
+from .automatic import CachedImageMixin, with_model_defaults
+from ..models.cache import EmbeddingCache
+from .predictor import check_stable
 from .sam2_predictor import StableSam2Predictor
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-from ..predictor import StablePredictorMixin, check_stable
+from .predictor import StablePredictorMixin, check_stable
 
 
 def fit_feature_sizes(predictor: SAM2ImagePredictor) -> SAM2ImagePredictor:

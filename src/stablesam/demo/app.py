@@ -28,19 +28,19 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..embedded import EXAMPLES_DIR
+from ..models.embedded import EXAMPLES_DIR
 from ..modeling import StableSam
-from ..images import MAX_PIXELS, InputError, LimitError
+from ..data.images import MAX_PIXELS, InputError, LimitError
 from .engine import MAX_POINTS, MAX_WOBBLE, DemoEngine, Prompt, number, parse_prompt
-from .session import ImageStore, StoredImage, sizes
+from .session import ImageStore, StoredImage, UploadLimits, sizes
 from .worst_box import DEMO_BUDGET, MAX_BUDGET, worst_boxes
 
 if TYPE_CHECKING:
     import uvicorn
 
 STATIC_DIR = Path(__file__).parent / "static"
-MAX_BYTES = 20_000_000
-MAX_IMAGES = 8
+MAX_BYTES = UploadLimits.max_bytes
+MAX_IMAGES = UploadLimits.max_images
 MAX_JSON_BYTES = 64_000
 WOBBLE_K, WOBBLE_SCALE = 10, 0.3
 log = logging.getLogger("stablesam.demo")

@@ -15,13 +15,13 @@ from typing import Any, Dict, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..cache import Embedding, encode_image
-from ..metrics import stability
+from ..backends.predictor import StableSamPredictor
+from ..data.images import InputError
+from ..evaluation.metrics import stability
 from ..modeling import StableSam
-from ..predictor import StableSamPredictor
-from ..prompts import noisy_boxes, noisy_points, object_rng
-from ..images import InputError
-from ..segment import box_problem
+from ..models.cache import Embedding, encode_image
+from ..prompts.checks import box_problem, point_inside
+from ..prompts.generation import noisy_boxes, noisy_points, object_rng
 from .session import ImageStore, StoredImage, decode_upload, image_id, to_jpeg
 
 MAX_POINTS = 32
@@ -77,7 +77,7 @@ def parse_prompt(obj: Dict[str, Any], width: int, height: int) -> Prompt:
         if not isinstance(p, list) or len(p) != 3 or p[2] not in (0, 1) or isinstance(p[2], bool):
             raise InputError("each click must be [x, y, label] with label 1 (foreground) or 0 (background)")
         x, y = number(p[0], "click x"), number(p[1], "click y")
-        if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
+        if not point_inside(x, y, (height, width)):
             raise InputError(f"click {x:g},{y:g} is outside {inside}")
         points.append((x, y))
         labels.append(int(p[2]))

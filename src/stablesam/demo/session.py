@@ -9,10 +9,19 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
-from ..cache import Embedding
-from ..images import InputError, LimitError, load_image
+from ..models.cache import Embedding
+from ..data.images import MAX_PIXELS, InputError, LimitError, load_image
 
-__all__ = ["ImageStore", "LimitError", "StoredImage", "decode_upload", "image_id", "sizes", "to_jpeg"]
+__all__ = ["ImageStore", "LimitError", "StoredImage", "UploadLimits", "decode_upload", "image_id", "sizes", "to_jpeg"]
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """Limits on the images a server takes (the demo's uploads, Label Studio's fetched images)."""
+
+    max_bytes: int = 20_000_000  # largest image file, in bytes
+    max_pixels: int = MAX_PIXELS  # largest image, width x height
+    max_images: int = 8  # image embeddings kept in memory, least recently used dropped first
 
 
 def image_id(data: bytes) -> str:
@@ -34,8 +43,9 @@ def sizes(size: int, limit: int) -> Tuple[str, str]:
 
 
 def decode_upload(data: bytes, max_bytes: int, max_pixels: int) -> np.ndarray:
-    """Uploaded file bytes -> (H, W, 3) uint8 RGB through the shared loader (`images.load_image`:
-    EXIF orientation applied, as browsers show it; the pixel limit checked on the header)."""
+    """Uploaded file bytes -> (H, W, 3) uint8 RGB through the shared loader
+    (`stablesam.data.images.load_image`: EXIF orientation applied, as browsers show it; the pixel
+    limit checked on the header)."""
     if len(data) > max_bytes:
         size, limit = sizes(len(data), max_bytes)
         raise LimitError(f"the file is {size}; the limit is {limit} (stablesam demo --max-bytes)")

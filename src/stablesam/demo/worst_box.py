@@ -1,5 +1,5 @@
 """The demo's "worst box": for each model, the box within the wobble noise of the drawn box
-whose mask agrees least with the other model's mask on the drawn box (`stablesam.adversarial`'s
+whose mask agrees least with the other model's mask on the drawn box (`stablesam.prompts.adversarial`'s
 box search, the benchmark's adv-box with the other model's answer standing in for the ground
 truth, which the demo does not have)."""
 
@@ -8,10 +8,10 @@ from typing import Any, Dict
 
 import numpy as np
 
-from ..adversarial import search_box
-from ..cache import Embedding
-from ..metrics import mask_iou
-from ..prompts import object_rng
+from ..prompts.adversarial import search_box
+from ..models.cache import Embedding
+from ..evaluation.metrics import mask_iou
+from ..prompts.generation import object_rng
 from .engine import WOBBLE_PIXELS, DemoEngine, png_data_url
 from .session import StoredImage
 

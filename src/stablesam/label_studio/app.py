@@ -25,7 +25,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..demo.app import HttpError, api, read_body
-from ..images import InputError
+from ..data.images import InputError
 from .config import parse_config, warm_up
 from .engine import LabelStudioEngine
 from .fetch import AccessError

@@ -3,13 +3,15 @@
 import argparse
 import logging
 
-from ..images import MAX_PIXELS, InputError
+from ..commands.common import UsageError
+from ..commands.demo import add_limit_options
+from ..data.images import InputError
 
 DEFAULT_PORT = 9090  # Label Studio's ML backends' usual port
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..models import DEFAULT_SPEC
+    from ..models.spec import DEFAULT_SPEC
 
     p.add_argument("--model", default=DEFAULT_SPEC, metavar="SPEC", help=f"default {DEFAULT_SPEC}")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -18,12 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tasks may name local image files under DIR (repeatable; default: none, URLs only)")
     p.add_argument("--negative-label", default="Background", metavar="LABEL",
                    help="a KeyPointLabels click with this label is a background click (default Background)")
-    p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
-                   help=f"largest image in pixels, width x height (default {MAX_PIXELS / 1e6:.0f} MP)")
-    p.add_argument("--max-bytes", type=int, default=20_000_000, metavar="N",
-                   help="largest image file to fetch, in bytes (default 20 MB)")
-    p.add_argument("--max-images", type=int, default=8, metavar="N",
-                   help="image embeddings kept in memory, least recently used dropped first (default 8)")
+    add_limit_options(p, "largest image file to fetch, in bytes (default {default} MB)",
+                      ("max_pixels", "max_bytes", "max_images"))
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
     p.add_argument("--force", action="store_true", help="load a plugin file trained for another base")
 
@@ -32,9 +30,9 @@ def run_label_studio(args: argparse.Namespace) -> int:
     """Build the model and serve until Ctrl+C; bad options are InputError (one line)."""
     from pathlib import Path
 
-    from ..backends import MissingExtra
+    from ..backends.base import MissingExtra
     from ..demo import bind, server, url
-    from ..models import SpecError, build_sam_for
+    from ..models.spec import SpecError, build_sam_for
     from .app import create_app
     from .config import require_sdk
     from .engine import LabelStudioEngine
@@ -74,3 +72,19 @@ def run_label_studio(args: argparse.Namespace) -> int:
         server(app, log_level="warning").run(sockets=[sock])
     fetcher.close()
     return 0
+
+
+def cmd_label_studio(args: argparse.Namespace) -> int:
+    try:
+        return run_label_studio(args)
+    except InputError as e:
+        raise UsageError(str(e).splitlines()[0]) from None
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from ..models.spec import SAM_ACCEPTED
+
+    ls = sub.add_parser("label-studio", help="Label Studio ML backend: masks from boxes and clicks, interactive",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SAM_ACCEPTED)
+    add_arguments(ls)
+    ls.set_defaults(func=cmd_label_studio)

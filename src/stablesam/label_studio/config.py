@@ -7,8 +7,8 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from ..backends import MissingExtra
-from ..images import InputError
+from ..backends.base import MissingExtra
+from ..data.images import InputError
 
 OUTPUT_TAGS = {"BrushLabels": "brushlabels", "PolygonLabels": "polygonlabels"}
 SDK_HINT = 'pip install "stablesam[label-studio]"'

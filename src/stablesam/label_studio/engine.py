@@ -12,11 +12,11 @@ from typing import Any, Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..cache import encode_image
+from ..models.cache import encode_image
 from ..demo.session import ImageStore, StoredImage
-from ..images import MAX_PIXELS, InputError, load_image
+from ..data.images import MAX_PIXELS, InputError, load_image
 from ..modeling import StableSam
-from ..predictor import StableSamPredictor
+from ..backends.predictor import StableSamPredictor
 from .config import LabelingConfig
 from .fetch import ImageFetcher
 from .regions import RegionPrompt, context_prompts, task_boxes

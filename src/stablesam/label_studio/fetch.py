@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 from urllib.parse import unquote, urljoin, urlparse
 
-from ..images import InputError, LimitError
+from ..data.images import InputError, LimitError
 from ..demo.session import sizes
 
 LS_PREFIXES = ("/data/", "/storage-data/", "data/upload/", "upload/", "/upload/")

@@ -12,9 +12,9 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..data.images import InputError
 from ..demo.engine import number
-from ..images import InputError
-from ..segment import box_problem
+from ..prompts.checks import box_problem
 
 BOX_TYPES = ("rectanglelabels", "rectangle")
 CLICK_TYPES = ("keypointlabels", "keypoint")

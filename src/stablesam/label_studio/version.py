@@ -3,14 +3,14 @@
 from pathlib import Path
 from typing import Optional
 
-from ..embedded import sha256
-from ..models import DEFAULT_SPEC, ModelSpec
+from ..models.embedded import sha256
+from ..models.spec import DEFAULT_SPEC, ModelSpec
 
 
 def plugin_file(spec: ModelSpec) -> Optional[Path]:
     """The plugin file a SPEC loads (the embedded one for tiny-stable-sam), or None."""
     if spec.base == DEFAULT_SPEC:
-        from ..embedded import PLUGIN_FILE
+        from ..models.embedded import PLUGIN_FILE
 
         return PLUGIN_FILE
     return spec.plugin

@@ -8,7 +8,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-from ..backends import Backend, backend_for
+from ..backends.base import Backend
+from ..backends.registry import backend_for
 
 from .deformable_sampling import DeformableSamplingPlugin, is_tracing
 from .dynamic_routing import DynamicRoutingPlugin
@@ -63,7 +64,7 @@ class StableSam(nn.Module):
         self.last_alpha: Optional[torch.Tensor] = None  # (B, 2) of the last engaged call
         self.last_offsets: Optional[torch.Tensor] = None  # (B, h, w, 2), grid cells
         # With gradients on (training): site -> (α (B, 2), offsets (B, h, w, 2) or (B, h, w, G, 2))
-        # of the last call, not detached, for loss terms on the routing (`stablesam.routing_terms`).
+        # of the last call, not detached, for loss terms on the routing (`stablesam.training.routing_terms`).
         self.routing_graph: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
         self._engaged = 0
         self._state: Dict[str, Any] = {}
@@ -269,8 +270,3 @@ class StableSam(nn.Module):
             prefix = name + "."
             module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
-
-
-def check_decoder(sam: Any) -> None:
-    """Refuse anything that is not a SAM with the standard two-layer two-way decoder."""
-    backend_for(sam).check(sam)

@@ -1,0 +1,1 @@
+"""Commands: what each `stablesam` subcommand runs, on top of evaluation, training and export."""

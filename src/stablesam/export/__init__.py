@@ -1,0 +1,1 @@
+"""Export: the prompt path as an ONNX file, and its check in onnxruntime."""

@@ -1,0 +1,1 @@
+"""Prompts: the prompt types and how they are drawn, and the searched (adversarial) prompts."""
