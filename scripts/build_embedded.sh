@@ -51,12 +51,13 @@ if [ "$STAGE" = all ] || [ "$STAGE" = interactive ]; then
 fi
 
 if [ "$STAGE" = all ] || [ "$STAGE" = plugin ]; then
-  # Stable-SAM plugin: RTS on the training split (default plugin config; PLUGIN_MIXTURE), fixed seed; NPROC
+  # Stable-SAM plugin: the default recipe (PluginConfig, RTS mixture with worst-case boxes and corrective-click
+  # sessions, consistency and α-prior terms; PLUGIN_MIXTURE overrides the mixture), 1 epoch, fixed seed; NPROC
   # processes (default 2, one per core: each embeds half the images, then they train in step;
   # the result equals one process's up to float rounding).
   OMP_NUM_THREADS=1 "$PY" -m torch.distributed.run --nproc_per_node "${NPROC:-2}" --master_port 29531 \
     -m stablesam train --model "sam:$WEIGHTS/tiny_sam.pt" --tune plugins --data "${SETS[@]}" \
-    --split splits/train.txt --epochs "${PLUGIN_EPOCHS:-4}" --batch-size 8 --lr 1e-3 --seed 0 \
+    --split splits/train.txt --epochs "${PLUGIN_EPOCHS:-1}" --batch-size 8 --lr 1e-3 --seed 0 \
     ${PLUGIN_MIXTURE:+--rts-mixture "$PLUGIN_MIXTURE"} \
     --out "$RUN/plugin" --resume
   cp "$RUN/plugin/plugin.pt" "$WEIGHTS/tiny_stable_sam_plugin.pt"

@@ -23,10 +23,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 
-from stablesam.cache import EmbeddingCache, default_cache_dir  # noqa: E402
-from stablesam.cli import add_data_options, open_datasets  # noqa: E402
-from stablesam.models import build_segmenter, parse_model_spec  # noqa: E402
-from stablesam.prompts import generate, mask_to_box, object_rng, parse_prompts  # noqa: E402
+from stablesam.commands.common import add_data_options, open_datasets  # noqa: E402
+from stablesam.models.cache import EmbeddingCache, default_cache_dir  # noqa: E402
+from stablesam.models.spec import build_segmenter, parse_model_spec  # noqa: E402
+from stablesam.prompts.generation import generate, mask_to_box, object_rng, parse_prompts  # noqa: E402
 
 COLUMNS = ("IoU", "recall", "precision", "area", "spill", "inner FP")
 

@@ -106,7 +106,7 @@ def test_interactive_rts_component_is_drawn_and_seeded():
     kinds = [sample_rts_prompt(mask, mixture, np.random.default_rng(s))[0] for s in range(200)]
     assert 60 < kinds.count("interactive") < 140
     # without the component, the draws are those of the mixture before it existed
-    plain = RtsMixture()
+    plain = RtsMixture(noisy_box=0.6, interactive=0.0, adv_box=0.0)
     for s in range(20):
         a = sample_rts_prompt(mask, plain, np.random.default_rng(s))
         b = sample_rts_prompt(mask, RtsMixture.parse(

@@ -63,8 +63,9 @@ def test_wrapping_leaves_plain_sam_predictor_alone(small_sam, image):
 def test_plugin_parameter_count_vit_b():
     sam = sam_model_registry["vit_b"]()
     model = StableSam(sam)
-    assert model.num_plugin_parameters() == 34_212  # rank-32 projection, 32-channel offset net
-    paper = StableSam(sam_model_registry["vit_b"](), PluginConfig(projection_rank=0, offset_width=0))
+    # rank-32 projection, 32-channel offset net, a DRP that also reads the prompt and IoU tokens (2 x 256 x 32)
+    assert model.num_plugin_parameters() == 50_596
+    paper = StableSam(sam_model_registry["vit_b"](), PluginConfig(projection_rank=0, offset_width=0, routing_inputs=()))
     assert paper.num_plugin_parameters() == 81_828  # the paper's plugin, "about 0.08 M"
     assert all(p.requires_grad for p in model.plugin_parameters())
     assert not any(p.requires_grad for p in sam.parameters())

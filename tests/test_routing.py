@@ -15,7 +15,7 @@ from stablesam.backends.official import read_weights
 from stablesam.cli import main
 from stablesam.modeling import PluginConfig
 from stablesam.prompts.generation import Prompts, mask_to_box, noisy_boxes, sample_points
-from stablesam.training.routing_terms import (RoutingTerms, box_noise_scale, consistency_loss, is_near_gt, offset_penalty,
+from stablesam.training.routing_terms import (OFF, RoutingTerms, box_noise_scale, consistency_loss, is_near_gt, offset_penalty,
                                      plugins_off)
 from stablesam.training.objects import TrainObject
 from stablesam.training.loop import TrainStep
@@ -65,7 +65,7 @@ def test_each_routing_option_is_sam_at_init_and_round_trips(name, tmp_path):
 
 
 def test_routing_inputs_widen_the_drp_and_see_the_prompt():
-    base = StableSam(build_small_sam()).num_plugin_parameters()
+    base = StableSam(build_small_sam(), PluginConfig(routing_inputs=())).num_plugin_parameters()
     model = StableSam(build_small_sam(), PluginConfig(routing_inputs=("prompt", "iou")))
     assert model.num_plugin_parameters() == base + 2 * 256 * 32
     assert model._prompt_start == 5  # SAM 1: IoU token + 4 mask tokens, then the prompt's tokens
@@ -82,14 +82,15 @@ def test_old_plugin_files_keep_their_routing():
     assert PluginConfig.from_saved({}).routing_inputs == () and PluginConfig.from_saved({}).routing_temperature == 1.0
     old = PluginConfig().to_dict()
     del old["routing_inputs"], old["routing_temperature"]
-    assert PluginConfig.from_saved(old) == PluginConfig()
+    assert PluginConfig.from_saved(old) == PluginConfig(routing_inputs=())
+    assert PluginConfig().routing_inputs == ("prompt", "iou")  # today's default is not what absence means
 
 
 def test_bad_routing_options_are_refused():
     with pytest.raises(ValueError, match="routing_inputs"):
         PluginConfig(routing_inputs=("entropy",))
-    with pytest.raises(ValueError, match="repeats"):
-        PluginConfig(routing_token="iou", routing_inputs=("iou",))
+    # t_o is always read: naming it as an input too adds nothing (the default inputs with --routing-token iou)
+    assert PluginConfig(routing_token="iou").routing_inputs == ("prompt",)
     with pytest.raises(ValueError, match="routing_temperature"):
         PluginConfig(routing_temperature=0.0)
     with pytest.raises(ValueError, match="routing terms"):
@@ -175,12 +176,13 @@ def test_train_step_adds_the_terms_only_where_they_apply():
 
 
 def test_training_checkpoints_written_before_these_options_resume(tmp_path, capsys):
-    assert with_defaults({"model": "x"})["terms"] == RoutingTerms().to_dict()
+    assert with_defaults({"model": "x"})["terms"] == OFF.to_dict()  # trained without the terms
     sam_file = tmp_path / "small_sam.pt"
     save_sam_file(build_small_sam(), SMALL_ARCH, sam_file)
     out = tmp_path / "run"
     args = ["train", "--data", str(make_folder(tmp_path / "toy", n=4)), "--model", f"sam:{sam_file}", "--out", str(out),
-            "--cache", str(tmp_path / "cache"), "--steps", "4", "--batch-size", "2", "--checkpoint-every", "2"]
+            "--cache", str(tmp_path / "cache"), "--steps", "4", "--batch-size", "2", "--checkpoint-every", "2",
+            "--routing-inputs", "none", "--consistency", "0", "--alpha-prior", "0"]  # what training was then
     assert main(args) == 0
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
     ckpt["step"], ckpt["log"] = 2, ckpt["log"][:2]

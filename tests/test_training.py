@@ -56,7 +56,10 @@ def test_rts_sampler_rates_and_validity():
             assert 1 <= p.point_coords.shape[1] <= mixture.max_points
             xs, ys = p.point_coords[0, :, 0].astype(int), p.point_coords[0, :, 1].astype(int)
             assert mask[ys, xs].all() and (p.point_labels == 1).all()
-        assert (p.boxes is not None) == (kind != "points")
+        if kind == "interactive":  # the session opens with a jittered box or one click
+            assert (p.boxes is None) != (p.point_coords is None)
+            continue
+        assert (p.boxes is not None) == (kind != "points")  # adv-box: the ground-truth box the mining starts from
         assert (p.point_coords is not None) == (kind in ("points", "box+points"))
     for kind, rate in mixture.rates().items():
         assert abs(counts[kind] / n - rate) < 0.03, (kind, counts[kind] / n, rate)

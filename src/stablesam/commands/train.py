@@ -10,7 +10,7 @@ from typing import List, Optional
 from .. import __version__
 from ..modeling.plugin_config import PluginConfig
 from ..training.record import TrainConfig
-from ..training.routing_terms import RoutingTerms
+from ..training.routing_terms import OFF, RoutingTerms
 from ..training.rts import RELEASE_0_1, RtsMixture
 from .common import (
     UsageError, add_data_options, add_runtime_options, check_out_folder, config_option, field_default, open_cache,
@@ -80,17 +80,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help=f"extension: G channel groups with their own offsets (8: one per attention head; default {plugin('offset_groups')})")
     tr.add_argument("--extra-sites", default="", metavar="LIST",
                     help="extension: more attentions with their own DSP + DRP: layer1, final (default: layer 2 only)")
-    tr.add_argument("--routing-inputs", default="", metavar="LIST",
-                    help="the DRP also reads: prompt (the prompt's own tokens, pooled), iou (the IoU token); "
-                         "default: the routing token only")
+    config_option(tr, "--routing-inputs", PluginConfig, "routing_inputs",
+                  "the DRP also reads: prompt (the prompt's own tokens, pooled), iou (the IoU token); "
+                  "none: the routing token only, as in the paper (default {default})", to_cli=",".join,
+                  show=",".join, metavar="LIST")
     tr.add_argument("--routing-temperature", type=float, default=None, metavar="T",
                     help=f"α = softmax(z / T) (default {plugin('routing_temperature')})")
+    # The terms act on the plugins: their defaults apply to --tune plugins (None here: decoder
+    # tuning trains without them).
     config_option(tr, "--consistency", RoutingTerms, "consistency", "for gt-box and near-gt box prompts, match the "
-                  "frozen base's logits (self-distillation; default {default}: off)", show=g, type=float, metavar="W")
+                  "frozen base's logits (self-distillation; plugins, default {default})", to_cli=lambda v: None,
+                  show=g, type=float, metavar="W")
     config_option(tr, "--alpha-prior", RoutingTerms, "alpha_prior", "for gt-box and near-gt box prompts, push "
-                  "α(deformed) to 0 (default {default}: off)", show=g, type=float, metavar="W")
+                  "α(deformed) to 0 (plugins, default {default})", to_cli=lambda v: None, show=g, type=float,
+                  metavar="W")
     config_option(tr, "--offset-reg", RoutingTerms, "offset_reg", "penalise the mean squared offset, in units of "
-                  "--offset-range (default {default}: off)", show=g, type=float, metavar="W")
+                  "--offset-range (plugins, default {default}: off)", to_cli=lambda v: None, show=g, type=float,
+                  metavar="W")
     config_option(tr, "--near-gt", RoutingTerms, "near_gt", "box prompts with noise scale <= S count as near-gt for "
                   "--consistency and --alpha-prior (default {default})", show=g, type=float, metavar="S")
     tr.add_argument("--val", nargs="+", default=None, metavar="PATH", help="datasets for a short eval at the end")
@@ -168,7 +174,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise SpecError("grabcut has nothing to train")
         mixture = RtsMixture.parse(args.rts_mixture) if args.rts_mixture else RtsMixture()
         sites = tuple(x.strip() for x in args.extra_sites.split(",") if x.strip()) if args.extra_sites else ()
-        inputs = tuple(x.strip() for x in args.routing_inputs.split(",") if x.strip())
+        inputs = tuple(x.strip() for x in args.routing_inputs.split(",") if x.strip() not in ("", "none"))
         given = {"offset_range": args.offset_range, "routing_token": args.routing_token,
                  "routing_hidden": args.routing_hidden, "offset_width": args.offset_width,
                  "projection_rank": args.projection_rank, "offset_groups": args.offset_groups,
@@ -177,9 +183,12 @@ def run_train(args: argparse.Namespace) -> int:
                                      amplitude=args.amplitude, projection=not args.no_projection,
                                      extra_sites=sites, routing_inputs=inputs,
                                      **{k: v for k, v in given.items() if v is not None})
-        terms = RoutingTerms(args.consistency, args.alpha_prior, args.offset_reg, args.near_gt)
-        if terms.active and args.tune != "plugins":
-            raise ValueError("--consistency, --alpha-prior and --offset-reg act on the plugins: use --tune plugins")
+        given_terms = {"consistency": args.consistency, "alpha_prior": args.alpha_prior, "offset_reg": args.offset_reg}
+        if args.tune != "plugins":
+            if any(v for v in given_terms.values()):
+                raise ValueError("--consistency, --alpha-prior and --offset-reg act on the plugins: use --tune plugins")
+            given_terms = {k: getattr(OFF, k) for k in given_terms}
+        terms = RoutingTerms(**{k: v for k, v in given_terms.items() if v is not None}, near_gt=args.near_gt)
     except (SpecError, ValueError) as e:
         raise UsageError(str(e)) from None
     out = Path(args.out)

@@ -47,7 +47,8 @@ class PluginConfig:
         site's self-attention) and concatenated to t_o, so the routing can see prompt quality:
         "prompt" (the mean of the prompt's own sparse tokens: box corners, clicks) and/or "iou"
         (the IoU token, which learns to predict mask quality). Each adds C x routing_hidden
-        weights; α is still (0.5, 0.5) at init, so the untrained plugin stays SAM.
+        weights; α is still (0.5, 0.5) at init, so the untrained plugin stays SAM. Default both
+        (chosen by leave-one-dataset-out, docs/results/lodo.md); () is the paper's DRP.
     routing_temperature: α = softmax(z / T): T < 1 makes the routing more decisive for the same
         logits z (and scales their gradients by 1/T); 1 is the paper's softmax.
     The other extensions are off by default; each keeps the untrained plugin exactly SAM.
@@ -68,7 +69,7 @@ class PluginConfig:
     projection: bool = True
     offset_width: int = 32
     projection_rank: int = 32
-    routing_inputs: Tuple[str, ...] = ()
+    routing_inputs: Tuple[str, ...] = ("prompt", "iou")
     routing_temperature: float = 1.0
 
     def __post_init__(self) -> None:
@@ -78,9 +79,8 @@ class PluginConfig:
         if unknown_inputs or len(set(self.routing_inputs)) != len(self.routing_inputs):
             raise ValueError(f"routing_inputs must be distinct names from {ROUTING_INPUTS}, got "
                              f"{list(self.routing_inputs)}")
-        if self.routing_token in self.routing_inputs:
-            raise ValueError(f"routing_inputs {list(self.routing_inputs)} repeats the routing token "
-                             f"{self.routing_token!r}")
+        # t_o itself is always read: an input naming the routing token adds nothing.
+        object.__setattr__(self, "routing_inputs", tuple(x for x in self.routing_inputs if x != self.routing_token))
         if not (math.isfinite(self.routing_temperature) and self.routing_temperature > 0):
             raise ValueError(f"routing_temperature must be a finite number > 0, got {self.routing_temperature}")
         unknown = sorted(set(self.extra_sites) - set(EXTRA_SITES))
@@ -130,4 +130,5 @@ class PluginConfig:
 
 
 # What a config written before an option existed meant by leaving it out: the paper's plugin.
-ABSENT_MEANS: Dict[str, Any] = {"offset_width": 0, "projection_rank": 0}
+ABSENT_MEANS: Dict[str, Any] = {"offset_width": 0, "projection_rank": 0, "routing_inputs": [],
+                                "routing_temperature": 1.0}

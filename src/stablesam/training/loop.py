@@ -29,7 +29,7 @@ from .record import (
     CHECKPOINT_FORMAT, ResumeMismatch, TrainConfig, TrainingError, plot_loss, read_checkpoint, write_log_csv,
     write_weights,
 )
-from .routing_terms import RoutingTerms, is_near_gt, plugins_off
+from .routing_terms import OFF, RoutingTerms, is_near_gt, plugins_off
 from .rts import GT_BOX_ONLY, RtsMixture, sample_rts_prompt
 
 
@@ -199,7 +199,9 @@ def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out
         raise TrainingError("no usable training objects")
     fingerprint = base_fingerprint(model.sam)
     params = set_trainable(model, config.tune)
-    step_module = TrainStep(model, config.dice_weight, RoutingTerms(**config.terms))
+    # The routing terms act on the plugins: decoder tuning trains without them.
+    terms = RoutingTerms(**config.terms) if config.tune == "plugins" else OFF
+    step_module = TrainStep(model, config.dice_weight, terms)
     # The decoder's IoU head gets no gradient from the mask loss (nor mask_input's path without
     # interactive sessions), hence find_unused_parameters.
     runner = DistributedDataParallel(step_module, find_unused_parameters=config.tune != "plugins") \

@@ -2,7 +2,8 @@
 
 Good prompts should leave SAM alone: the paper's DRP is meant to switch the DSP off when the
 prompt is already good, yet trained on the mask loss alone α stays near (0.5, 0.5) for every
-prompt type. These terms teach it, each off by default and each zero for an untrained plugin:
+prompt type. These terms teach it, each zero for an untrained plugin (defaults: consistency 1 and
+alpha_prior 0.5, chosen by leave-one-dataset-out, docs/results/lodo.md; offset_reg off):
   - consistency (self-distillation): for `gt-box` and near-gt box prompts the plugged mask logits
     match the frozen base's (a binary KL per low-res pixel), so what SAM already gets right stays;
   - alpha_prior: for the same prompts, the weight α1 of the deformed features is pushed to 0;
@@ -22,10 +23,14 @@ from torch.nn import functional as F
 from ..prompts.generation import Prompts
 
 
+# What a training config written before the terms existed meant by leaving them out.
+TERMS_ABSENT_MEAN: Dict[str, float] = {"consistency": 0.0, "alpha_prior": 0.0, "offset_reg": 0.0}
+
+
 @dataclass(frozen=True)
 class RoutingTerms:
-    consistency: float = 0.0  # weight of `consistency_loss` on near-gt prompts
-    alpha_prior: float = 0.0  # weight of α1 (trust in the deformed features) on near-gt prompts
+    consistency: float = 1.0  # weight of `consistency_loss` on near-gt prompts
+    alpha_prior: float = 0.5  # weight of α1 (trust in the deformed features) on near-gt prompts
     offset_reg: float = 0.0  # weight of `offset_penalty`, every prompt
     near_gt: float = 0.1  # largest box noise scale that counts as near-gt (0: gt boxes only)
 
@@ -47,9 +52,9 @@ class RoutingTerms:
 
     @classmethod
     def saved_values(cls, values: Optional[Dict]) -> Dict[str, float]:
-        """A training config written before these terms existed trained without them: the
-        defaults (all off) are what leaving them out meant."""
-        return {**cls().to_dict(), **(values or {})}
+        """A training config written before these terms existed trained without them: all off
+        is what leaving them out meant."""
+        return {**cls().to_dict(), **TERMS_ABSENT_MEAN, **(values or {})}
 
     def loss(self, model, logits: torch.Tensor, near_gt: bool,
              base_logits: Callable[[], torch.Tensor], valid: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -112,3 +117,7 @@ def plugins_off(model) -> Iterator[None]:
         yield
     finally:
         model.plugins_enabled = before
+
+
+# Every term off: decoder tuning, or plugins trained on the mask loss alone.
+OFF = RoutingTerms(consistency=0.0, alpha_prior=0.0, offset_reg=0.0)
