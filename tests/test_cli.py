@@ -12,7 +12,7 @@ def test_info_reports_versions_models_and_plugin_size(capsys):
     from stablesam import PluginConfig, StableSam
     from stablesam.models.embedded import load_embedded_sam
 
-    assert n == StableSam(load_embedded_sam()[0], PluginConfig()).num_plugin_parameters() == 34_212
+    assert n == StableSam(load_embedded_sam()[0], PluginConfig()).num_plugin_parameters() == 50_596
     for needle in ("torch", "segment-anything", "vit_b:PATH", "vit_h:PATH", "tiny-stable-sam", "embedded weights"):
         assert needle in out
 

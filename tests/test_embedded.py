@@ -63,7 +63,7 @@ def test_embedded_base_is_tiny_sam_v2_fully_trained_then_interactively():
 
 def test_load_model_gives_the_embedded_stable_sam_and_segments_the_cup(model):
     assert model.plugins_enabled and model.sam.image_encoder.img_size >= 512
-    assert model.num_plugin_parameters() == 34_212 and model.config == PluginConfig()  # the shipped default
+    assert model.num_plugin_parameters() == 50_596 and model.config == PluginConfig()  # the shipped default
     image = np.array(Image.open(COFFEE).convert("RGB"))
     predictor = stablesam.StableSamPredictor(model)
     predictor.set_image(image)

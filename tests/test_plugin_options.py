@@ -15,10 +15,10 @@ from stablesam.models.files import attach_plugin
 from stablesam.modeling import PluginConfig
 
 DATA = Path(__file__).parent / "data"
-PAPER = {"projection_rank": 0, "offset_width": 0}  # release 0.1's default: the paper's plugin
+PAPER = {"projection_rank": 0, "offset_width": 0, "routing_inputs": ()}  # release 0.1's default: the paper's plugin
 OPTIONS = {
     "default": PluginConfig(),
-    "paper (release 0.1)": PluginConfig(projection_rank=0, offset_width=0),
+    "paper (release 0.1)": PluginConfig(**PAPER),
     "amplitude": PluginConfig(amplitude=True),
     "offset groups 8": PluginConfig(offset_groups=8),
     "layer 1": PluginConfig(extra_sites=("layer1",)),
@@ -66,7 +66,7 @@ def test_options_add_their_parameters_and_train(image):
         return StableSam(build_small_sam(), PluginConfig(**{**PAPER, **options})).num_plugin_parameters()
 
     base = count()
-    assert base == 81_828 and StableSam(build_small_sam()).num_plugin_parameters() == 34_212
+    assert base == 81_828 and StableSam(build_small_sam()).num_plugin_parameters() == 50_596
     assert count(amplitude=True) == base + 257
     assert count(offset_groups=8) == base + 7 * 514
     assert count(projection=False) == base - 256 * 257
@@ -74,7 +74,7 @@ def test_options_add_their_parameters_and_train(image):
     assert count(offset_width=16) == base + 257 * 16 - (256 - 16) * (26 + 2 + 2)
     assert count(projection_rank=8) == base - 256 * 257 + (257 * 8 + 9 * 256)
     two = StableSam(build_small_sam(), PluginConfig(extra_sites=("layer1", "final")))
-    assert two.num_plugin_parameters() == 3 * 34_212
+    assert two.num_plugin_parameters() == 3 * 50_596
     assert set(two.plugin_modules()) == {"dsp", "drp", "dsp_layer1", "drp_layer1", "dsp_final", "drp_final"}
     model = StableSam(build_small_sam(), OPTIONS["all at once"])
     perturb_plugins(model, scale=0.1)
