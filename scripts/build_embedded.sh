@@ -51,7 +51,7 @@ if [ "$STAGE" = all ] || [ "$STAGE" = interactive ]; then
 fi
 
 if [ "$STAGE" = all ] || [ "$STAGE" = plugin ]; then
-  # Stable-SAM plugin: the default recipe (PluginConfig, RTS mixture with worst-case boxes and corrective-click
+  # Stable-SAM plugin: the default recipe (PluginConfig, RTS mixture with corrective-click
   # sessions, consistency and α-prior terms; PLUGIN_MIXTURE overrides the mixture), 1 epoch, fixed seed; NPROC
   # processes (default 2, one per core: each embeds half the images, then they train in step;
   # the result equals one process's up to float rounding).

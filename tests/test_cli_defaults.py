@@ -56,6 +56,6 @@ def test_help_shows_the_default_as_written():
     assert "(default 1e-3)" in train and "(default 8)" in train
     from stablesam.training.rts import RtsMixture
 
-    assert RtsMixture().text() == ("gt-box=0.1,noisy-box=0.3,adv-box=0.3,points=0.2,box+points=0.1,part-clicks=0.5,"
+    assert RtsMixture().text() == ("gt-box=0.1,noisy-box=0.6,adv-box=0,points=0.2,box+points=0.1,part-clicks=0.5,"
                                    "interactive=0.15,interactive-clicks=4")
     assert RtsMixture.parse(RtsMixture().text()) == RtsMixture()

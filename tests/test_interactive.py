@@ -194,7 +194,7 @@ def test_a_negative_click_on_a_false_positive_removes_it():
     box = np.array([150, 10, 470, 330])
     masks, scores, logits = predictor.predict(box=box, multimask_output=False)
     extra = masks[0] & saucer
-    assert extra.sum() > 1000, "the loose box should spill onto the saucer"
+    assert extra.sum() > 300, "the loose box should spill onto the saucer"
     click = next_click(np.zeros_like(extra), extra)  # the deepest point of the extra region
     assert not click.positive and saucer[click.y, click.x]
     fixed, _, _ = predictor.predict(point_coords=np.array([[click.x, click.y]]), point_labels=np.array([0]),

@@ -2,22 +2,21 @@
 
 The default mixture trains on what Stable-SAM is for (noisy boxes, sparse clicks) while
 keeping ground-truth boxes in the mix so that good prompts stay good:
-  gt-box 0.1, noisy-box 0.3 (scale ~ U(0, 0.5]), adv-box 0.3 (the worst box at such a scale),
-  points 0.2 (1..5 clicks), box+points 0.1 (a noisy box plus 1..5 clicks), half of the click
-  sets drawn on one part of the object (the paper's ambiguous clicks), and interactive 0.15
-  (corrective-click sessions of 4 clicks), as rates that are normalised.
+  gt-box 0.1, noisy-box 0.6 (scale ~ U(0, 0.5]), points 0.2 (1..5 clicks), box+points 0.1 (a
+  noisy box plus 1..5 clicks), half of the click sets drawn on one part of the object (the
+  paper's ambiguous clicks), and interactive 0.15 (corrective-click sessions of 4 clicks), as
+  rates that are normalised.
 Whatever the prompt, the target is the whole-object mask (a click on a part is supervised
 with the whole object). The plugin study (docs/results/embedded_studies.md) chose it
 ("rts_combo"): against release 0.1's gt-box 0.2 / noisy-box 0.4 / points 0.25 / box+points 0.15
-without part clicks it keeps ground-truth boxes better and steadies single clicks most; half
-of its noisy boxes became adv-box and the sessions were added under leave-one-dataset-out
-(docs/results/lodo.md).
+without part clicks it keeps ground-truth boxes better and steadies single clicks most. Replacing
+half of its noisy boxes by adv-box lost under leave-one-dataset-out (docs/results/lodo.md).
 
 The `interactive` component is SAM's own interactive training
 (`stablesam.training.interactive`): a jittered box or one click, then corrective clicks from the error
 region with the previous logits as `mask_input`, a loss on every round.
 
-The `adv-box` component trains on hard boxes: for each such sample a noise
+The `adv-box` component (off by default) trains on hard boxes: for each such sample a noise
 scale S ~ U(0, max_noise] is drawn and the box within noisy-box@S's reach that the model being
 trained segments worst is mined online by a short gradient-free search (`stablesam.prompts.adversarial`,
 `adv_budget` decoder passes, no gradient), then trained on like any other box.
@@ -40,7 +39,7 @@ OPTIONAL_KINDS = (INTERACTIVE, ADV_BOX)  # drawn only when their rate is > 0
 @dataclass(frozen=True)
 class RtsMixture:
     gt_box: float = 0.1
-    noisy_box: float = 0.3
+    noisy_box: float = 0.6
     points: float = 0.2
     box_points: float = 0.1
     max_noise: float = 0.5  # noisy-box scale drawn from U(0, max_noise]
@@ -49,7 +48,7 @@ class RtsMixture:
     interactive: float = 0.15  # SAM's interactive simulation (`stablesam.training.interactive`)
     interactive_clicks: int = 4  # corrective clicks per simulated session (plus two rounds without)
     deepest_clicks: float = 0.5  # share of corrective clicks at the error's deepest point (else uniform)
-    adv_box: float = 0.3  # hard boxes mined online against the model being trained
+    adv_box: float = 0.0  # hard boxes mined online against the model being trained
     adv_budget: int = 8  # decoder passes (no gradient) spent mining one adv-box sample
 
     def __post_init__(self) -> None:
