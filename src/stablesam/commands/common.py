@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 from typing import Any, Callable
 
+from ..data.images import InputError
+
 
 def package_version(name: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -18,6 +20,19 @@ def package_version(name: str) -> str:
 
 class UsageError(Exception):
     """Bad input found before work starts: one line on stderr, exit code 2."""
+
+
+def input_errors_as_usage(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The command `run` with bad input found while it works (InputError) reported as a
+    UsageError: its first line on stderr, exit code 2."""
+
+    def command(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except InputError as e:
+            raise UsageError(str(e).splitlines()[0]) from None
+
+    return command
 
 
 def add_data_options(p: argparse.ArgumentParser) -> None:

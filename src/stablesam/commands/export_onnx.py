@@ -9,7 +9,7 @@ import torch
 from ..data.images import InputError
 from ..export.onnx_export import DEFAULT_OPSET, INPUT_NAMES, OPSET_RANGE, OUTPUT_NAMES, TOLERANCE, export_onnx, require
 from ..fileio import OutputError, check_writable
-from .common import UsageError, config_option
+from .common import config_option, input_errors_as_usage
 from ..modeling import StableSam
 
 
@@ -90,13 +90,6 @@ class ExportConfig:
     verify_prompts: int = 20  # random prompts of --verify
 
 
-def cmd_export_onnx(args: argparse.Namespace) -> int:
-    try:
-        return run_export_onnx(args)
-    except InputError as e:
-        raise UsageError(str(e).splitlines()[0]) from None
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     from ..models.spec import DEFAULT_SPEC, SAM_ACCEPTED
 
@@ -116,4 +109,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     config_option(ox, "--verify-prompts", ExportConfig, "verify_prompts", "prompts for --verify (default {default})",
                   type=int, metavar="K")
     ox.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
-    ox.set_defaults(func=cmd_export_onnx)
+    ox.set_defaults(func=input_errors_as_usage(run_export_onnx))

@@ -18,7 +18,7 @@ import numpy as np
 from ..data.images import MAX_PIXELS, InputError, load_image
 from ..fileio import MASK_FORMATS, OVERLAY_FORMATS, OutputError, check_writable, image_writer, write_together
 from ..prompts.checks import box_problem, point_inside
-from .common import UsageError, config_option
+from .common import config_option, input_errors_as_usage
 
 
 def parse_numbers(text: str, n: Tuple[int, ...], what: str) -> List[float]:
@@ -153,13 +153,6 @@ class EverythingConfig:
     min_area: int = 0  # remove holes and islands smaller than this (0: off)
 
 
-def cmd_segment(args: argparse.Namespace) -> int:
-    try:
-        return run_segment(args)
-    except InputError as e:
-        raise UsageError(str(e).splitlines()[0]) from None
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     import inspect
 
@@ -201,4 +194,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     config_option(sg, "--min-area", EverythingConfig, "min_area",
                   "--everything: remove holes and islands smaller than PX pixels (default {default}: off)", type=int,
                   metavar="PX")
-    sg.set_defaults(func=cmd_segment)
+    sg.set_defaults(func=input_errors_as_usage(run_segment))

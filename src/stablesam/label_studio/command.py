@@ -3,7 +3,7 @@
 import argparse
 import logging
 
-from ..commands.common import UsageError
+from ..commands.common import input_errors_as_usage
 from ..commands.demo import add_limit_options
 from ..data.images import InputError
 
@@ -74,17 +74,10 @@ def run_label_studio(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_label_studio(args: argparse.Namespace) -> int:
-    try:
-        return run_label_studio(args)
-    except InputError as e:
-        raise UsageError(str(e).splitlines()[0]) from None
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     from ..models.spec import SAM_ACCEPTED
 
     ls = sub.add_parser("label-studio", help="Label Studio ML backend: masks from boxes and clicks, interactive",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SAM_ACCEPTED)
     add_arguments(ls)
-    ls.set_defaults(func=cmd_label_studio)
+    ls.set_defaults(func=input_errors_as_usage(run_label_studio))
