@@ -59,9 +59,8 @@ class TrainStep(nn.Module):
             coords, labels, boxes = prompts_to_frame(self.transform, obj.shape, device, prompts.boxes,
                                                      prompts.point_coords, prompts.point_labels)
             points = None if coords is None else (coords, labels)
-            extras = {k: [t.to(device) for t in v] for k, v in obj.extras.items()}
-            logits, _ = self.model.decode(obj.embedding.to(device), points, boxes, multimask_output=False,
-                                          extras=extras)
+            emb, extras = self.embedding(obj)
+            logits, _ = self.model.decode(emb, points, boxes, multimask_output=False, extras=extras)
             valid = None if obj.valid is None else obj.valid.to(device)
             loss = bce_dice_loss(logits, obj.target.to(device), valid, self.dice_weight)
             if self.terms.active:  # consistency, α prior, offset regularisation (`routing_terms`)
@@ -69,20 +68,23 @@ class TrainStep(nn.Module):
 
                 def base_logits():
                     with plugins_off(self.model), torch.no_grad():
-                        return self.model.decode(obj.embedding.to(device), points, boxes, multimask_output=False,
-                                                 extras=extras)[0]
+                        return self.model.decode(emb, points, boxes, multimask_output=False, extras=extras)[0]
 
                 loss = loss + self.terms.loss(self.model, logits, near, base_logits, valid)
             losses.append(loss)
         return torch.stack(losses).mean()
+
+    def embedding(self, obj: TrainObject):
+        """The object's cached embedding (1, C, h, w) and the family's extras, on the model's device."""
+        device = self.model.device
+        return obj.embedding.to(device), {k: [t.to(device) for t in v] for k, v in obj.extras.items()}
 
     def mine_adv_box(self, obj: TrainObject, box: np.ndarray, session: Dict) -> np.ndarray:
         """The box (4,) within noisy-box@scale's reach of `box` that the model, as it is now,
         segments worst (low-res mask IoU), found with session["budget"] decoder passes without
         gradient; a random box of that reach when the object is too small to search."""
         device = self.model.device
-        emb = obj.embedding.to(device)
-        extras = {k: [t.to(device) for t in v] for k, v in obj.extras.items()}
+        emb, extras = self.embedding(obj)
         target = obj.target.to(device) > 0.5
         valid = torch.ones_like(target) if obj.valid is None else obj.valid.to(device) > 0.5
         rng, scale = session["rng"], session["scale"]
@@ -90,7 +92,7 @@ class TrainStep(nn.Module):
             return box_from_noise(box, rng.uniform(-1, 1, size=(1, 4)), scale, obj.shape)[0]
 
         def objective(boxes: np.ndarray):
-            b = torch.as_tensor(self.transform.apply_boxes(boxes, obj.shape), dtype=torch.float, device=device)
+            b = prompts_to_frame(self.transform, obj.shape, device, boxes)[2]
             with torch.no_grad():
                 pred = self.model.decode(emb, None, b, multimask_output=False, extras=extras)[0] > 0
             inter = (pred & target & valid).flatten(1).sum(1)
@@ -102,8 +104,7 @@ class TrainStep(nn.Module):
     def interactive(self, obj: TrainObject, first, session: Dict) -> torch.Tensor:
         """Loss of one simulated interactive session (`stablesam.training.interactive`) opened by `first`."""
         device = self.model.device
-        emb = obj.embedding.to(device)
-        extras = {k: [t.to(device) for t in v] for k, v in obj.extras.items()}
+        emb, extras = self.embedding(obj)
         target = obj.target.to(device)
         valid = None if obj.valid is None else obj.valid.to(device)
         img_size = self.model.backend.image_size(self.model.sam)
