@@ -15,7 +15,7 @@ from stablesam.backends.official import read_weights
 from stablesam.cli import main
 from stablesam.modeling import PluginConfig
 from stablesam.prompts.generation import Prompts, mask_to_box, noisy_boxes, sample_points
-from stablesam.training.routing_terms import (OFF, RoutingTerms, box_noise_scale, consistency_loss, is_near_gt, offset_penalty,
+from stablesam.training.routing_terms import (OFF, RoutingTerms, box_noise_scale, consistency_loss, is_far, is_near_gt, offset_penalty,
                                      plugins_off)
 from stablesam.training.objects import TrainObject
 from stablesam.training.loop import TrainStep
@@ -113,6 +113,31 @@ def test_near_gt_is_the_noisy_box_scale():
     clicks = sample_points(mask, 1, 1, rng)
     assert not is_near_gt(Prompts(point_coords=clicks, point_labels=np.ones((1, 1), int)), gt, 1.0)
     assert not is_near_gt(Prompts(boxes=gt[None], point_coords=clicks, point_labels=np.ones((1, 1), int)), gt, 1.0)
+    # far: loose boxes and clicks alone; never a box with clicks, never a near box
+    assert is_far(Prompts(boxes=far[None]), gt, 0.25) and not is_far(Prompts(boxes=gt[None]), gt, 0.25)
+    assert not is_far(Prompts(boxes=noisy_boxes(gt, 0.2, 1, rng, mask.shape)), gt, 0.25)
+    assert is_far(Prompts(point_coords=clicks, point_labels=np.ones((1, 1), int)), gt, 0.25)
+    assert not is_far(Prompts(boxes=far[None], point_coords=clicks, point_labels=np.ones((1, 1), int)), gt, 0.25)
+
+
+def test_alpha_far_pushes_the_deformed_weight_up_on_far_prompts_only():
+    torch.manual_seed(0)
+    model = StableSam(build_small_sam())
+    obj = make_object(model)
+    loose = Prompts(boxes=np.array([[0.0, 0.0, 179.0, 119.0]]))  # the whole image around a 60 x 80 object
+    gt = Prompts(boxes=mask_to_box(obj.mask())[None])
+    plain, pushed = TrainStep(model, 1.0, OFF), TrainStep(model, 1.0, RoutingTerms(consistency=0.0, alpha_prior=0.0,
+                                                                                   alpha_far=1.0))
+    assert abs(pushed([(obj, gt, None)]).item() - plain([(obj, gt, None)]).item()) < 1e-6  # not far: no term
+    extra = pushed([(obj, loose, None)]).item() - plain([(obj, loose, None)]).item()
+    assert abs(extra - 0.5) < 1e-5  # α = (0.5, 0.5) at init: the term is alpha_far * α2
+    opt = torch.optim.SGD(model.plugin_parameters(), lr=1.0)
+    for _ in range(5):
+        opt.zero_grad()
+        pushed([(obj, loose, None)]).backward()
+        opt.step()
+    model.decode(obj.embedding, boxes=torch.tensor([[0.0, 0.0, 255.0, 170.0]]))
+    assert model.routing_graph["layer2"][0][:, 0].mean() > 0.6  # α1 (deformed) rose from 0.5
 
 
 def test_consistency_and_offset_terms_zero_at_identity_positive_when_perturbed():
@@ -208,7 +233,8 @@ def test_train_cli_options_train_save_and_report_alpha(tmp_path, capsys):
     config = read_plugin(out / "plugin.pt")["config"]
     assert config.routing_inputs == ("prompt", "iou") and config.routing_temperature == 0.5
     saved = json.loads((out / "config.json").read_text())
-    assert saved["terms"] == {"consistency": 1.0, "alpha_prior": 0.1, "offset_reg": 0.1, "near_gt": 0.2}
+    assert saved["terms"] == {"consistency": 1.0, "alpha_prior": 0.1, "offset_reg": 0.1, "near_gt": 0.2,
+                              "alpha_far": 0.0, "far": 0.25}
     # resuming with other terms is another run
     assert main(["train", *common, "--out", str(out), "--steps", "4", "--batch-size", "2",
                  "--rts-mixture", "gt-box=1,noisy-box=1", "--routing-inputs", "prompt,iou",

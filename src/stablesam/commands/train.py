@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                   type=int)
     config_option(tr, "--lr", TrainConfig, "lr", "Adam learning rate (default {default})", type=float)
     config_option(tr, "--seed", TrainConfig, "seed", "", type=int)
+    config_option(tr, "--augment", TrainConfig, "augment", "augmented views per object (a crop around it, a flip, "
+                  "colour jitter; each embedded once and cached), each step takes one of them or the original "
+                  "(default {default}: none)", type=int, metavar="N")
     tr.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
     tr.add_argument("--snapshot-epochs", default=None, metavar="E1,E2,...",
                     help="also write the weights after these many epochs (OUT/plugin_epochsE.pt): with the "
@@ -97,6 +100,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     config_option(tr, "--offset-reg", RoutingTerms, "offset_reg", "penalise the mean squared offset, in units of "
                   "--offset-range (plugins, default {default}: off)", to_cli=lambda v: None, show=g, type=float,
                   metavar="W")
+    config_option(tr, "--alpha-far", RoutingTerms, "alpha_far", "for far prompts (see --far) push α(deformed) to "
+                  "1, so the routing learns prompt quality from both sides (plugins, default {default}: off)",
+                  to_cli=lambda v: None, show=g, type=float, metavar="W")
+    config_option(tr, "--far", RoutingTerms, "far", "box prompts with noise scale >= S, and prompts of clicks alone, "
+                  "count as far for --alpha-far (default {default})", show=g, type=float, metavar="S")
     config_option(tr, "--near-gt", RoutingTerms, "near_gt", "box prompts with noise scale <= S count as near-gt for "
                   "--consistency and --alpha-prior (default {default})", show=g, type=float, metavar="S")
     tr.add_argument("--val", nargs="+", default=None, metavar="PATH", help="datasets for a short eval at the end")
@@ -160,6 +168,8 @@ def run_train(args: argparse.Namespace) -> int:
     from ..training.objects import prepare_objects, warm_cache
     from ..training.loop import train, tuned_modules
 
+    if args.augment < 0:
+        raise UsageError(f"--augment must be >= 0 views, got {args.augment}")
     finite = [v for v in (args.lr, args.offset_range, args.epochs, args.routing_temperature) if v is not None]
     if not all(math.isfinite(v) for v in finite) or (args.offset_range is not None and args.offset_range <= 0):
         raise UsageError("--lr, --epochs, --offset-range and --routing-temperature must be finite numbers "
@@ -183,12 +193,15 @@ def run_train(args: argparse.Namespace) -> int:
                                      amplitude=args.amplitude, projection=not args.no_projection,
                                      extra_sites=sites, routing_inputs=inputs,
                                      **{k: v for k, v in given.items() if v is not None})
-        given_terms = {"consistency": args.consistency, "alpha_prior": args.alpha_prior, "offset_reg": args.offset_reg}
+        given_terms = {"consistency": args.consistency, "alpha_prior": args.alpha_prior, "offset_reg": args.offset_reg,
+                       "alpha_far": args.alpha_far}
         if args.tune != "plugins":
             if any(v for v in given_terms.values()):
-                raise ValueError("--consistency, --alpha-prior and --offset-reg act on the plugins: use --tune plugins")
+                raise ValueError("--consistency, --alpha-prior, --alpha-far and --offset-reg act on the plugins: "
+                                 "use --tune plugins")
             given_terms = {k: getattr(OFF, k) for k in given_terms}
-        terms = RoutingTerms(**{k: v for k, v in given_terms.items() if v is not None}, near_gt=args.near_gt)
+        terms = RoutingTerms(**{k: v for k, v in given_terms.items() if v is not None}, near_gt=args.near_gt,
+                             far=args.far)
     except (SpecError, ValueError) as e:
         raise UsageError(str(e)) from None
     out = Path(args.out)
@@ -221,7 +234,7 @@ def run_train(args: argparse.Namespace) -> int:
         model=spec.text, data=[str(Path(p).resolve().name) for p in args.data], tune=args.tune,
         total_steps=args.steps or 0, batch_size=args.batch_size, lr=args.lr, seed=args.seed, rts=not args.no_rts,
         mixture=mixture.to_dict(), plugin=model.config.to_dict(), checkpoint_every=args.checkpoint_every,
-        terms=terms.to_dict(),
+        terms=terms.to_dict(), augment=args.augment,
     )
     if resume:  # a bad checkpoint is refused before any embedding
         try:
@@ -230,9 +243,9 @@ def run_train(args: argparse.Namespace) -> int:
             raise UsageError(str(e)) from None
     cache = open_cache(args)
     if world > 1 and cache.root is not None:  # each process embeds its share, then all read the cache
-        warm_cache(datasets, model, cache, rank, world, progress=rank == 0)
+        warm_cache(datasets, model, cache, rank, world, progress=rank == 0, augment=args.augment, seed=args.seed)
         dist.barrier()
-    objects = prepare_objects(datasets, model, cache, progress=rank == 0)
+    objects = prepare_objects(datasets, model, cache, progress=rank == 0, augment=args.augment, seed=args.seed)
     if not objects:
         raise UsageError("the training data holds no usable object (see the warnings above)")
     per_epoch = math.ceil(len(objects) / args.batch_size)

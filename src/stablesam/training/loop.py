@@ -29,7 +29,7 @@ from .record import (
     CHECKPOINT_FORMAT, ResumeMismatch, TrainConfig, TrainingError, plot_loss, read_checkpoint, write_log_csv,
     write_weights,
 )
-from .routing_terms import OFF, RoutingTerms, is_near_gt, plugins_off
+from .routing_terms import OFF, RoutingTerms, is_far, is_near_gt, plugins_off
 from .rts import GT_BOX_ONLY, RtsMixture, sample_rts_prompt
 
 
@@ -64,13 +64,15 @@ class TrainStep(nn.Module):
             valid = None if obj.valid is None else obj.valid.to(device)
             loss = bce_dice_loss(logits, obj.target.to(device), valid, self.dice_weight)
             if self.terms.active:  # consistency, α prior, offset regularisation (`routing_terms`)
-                near = self.terms.needs_near_gt and is_near_gt(prompts, mask_to_box(obj.mask()), self.terms.near_gt)
+                gt_box = mask_to_box(obj.mask())
+                near = self.terms.needs_near_gt and is_near_gt(prompts, gt_box, self.terms.near_gt)
+                far = self.terms.needs_far and is_far(prompts, gt_box, self.terms.far)
 
                 def base_logits():
                     with plugins_off(self.model), torch.no_grad():
                         return self.model.decode(emb, points, boxes, multimask_output=False, extras=extras)[0]
 
-                loss = loss + self.terms.loss(self.model, logits, near, base_logits, valid)
+                loss = loss + self.terms.loss(self.model, logits, near, base_logits, valid, far)
             losses.append(loss)
         return torch.stack(losses).mean()
 
@@ -131,6 +133,9 @@ def step_items(objects: List[TrainObject], step: int, config: TrainConfig, rank:
     items = []
     for j in range(rank, b, world):
         obj = objects[picks[j]]
+        if obj.views:  # the original or one of its augmented views, each as likely
+            view = int(object_rng(config.seed, "view", step, j).integers(len(obj.views) + 1))
+            obj = obj if view == 0 else obj.views[view - 1]
         kind, prompts = sample_rts_prompt(obj.mask(), mixture, object_rng(config.seed, "prompt", step, j))
         session = None
         if kind == "interactive":

@@ -1,5 +1,6 @@
 """What a training run trains on: each object's cached embedding and its mask in the decoder's
-low-res logit frame, prepared once before the first step."""
+low-res logit frame, prepared once before the first step; with `augment` > 0, also that many
+augmented views of it (`stablesam.data.augment`), each embedded and cached like an image."""
 
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
@@ -8,9 +9,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..data.augment import augmented_view
 from ..data.datasets import DataError, read_image
 from ..modeling import StableSam
 from ..models.cache import EmbeddingCache
+from ..prompts.generation import object_rng
 
 
 @dataclass
@@ -24,35 +27,53 @@ class TrainObject:
     shape: tuple  # (H, W)
     valid: Optional[torch.Tensor] = None  # (1, 1, 4h, 4w) weight: 0 on ignore pixels, None if none
     extras: Dict = field(default_factory=dict)  # what else the family's decoder reads (Embedding.extras)
+    views: List["TrainObject"] = field(default_factory=list)  # augmented views of the same object
 
     def mask(self) -> np.ndarray:
         h, w = self.shape
         return np.unpackbits(self.mask_bits, count=h * w).reshape(h, w).astype(bool)
 
 
-def prepare_objects(datasets: Sequence, model: StableSam, cache: EmbeddingCache, progress: bool) -> List[TrainObject]:
-    """Embeddings (through the cache: the encoder runs at most once per image) and targets."""
+def view_rng(seed: int, name: str, view: int) -> np.random.Generator:
+    """The generator of augmented view `view` (1, 2, ...) of object `name` ('dataset/object')."""
+    return object_rng(seed, "augment", name, view)
+
+
+def make_object(name: str, image: np.ndarray, mask: np.ndarray, ignore: Optional[np.ndarray], model: StableSam,
+                cache: EmbeddingCache) -> TrainObject:
     sam, backend = model.sam, model.backend
+    emb = cache.get(sam, image).to(torch.device("cpu"))
+    valid = None if ignore is None else 1 - backend.low_res_target(ignore, sam)
+    return TrainObject(name, emb.features.detach(), backend.low_res_target(mask, sam), np.packbits(mask.ravel()),
+                       mask.shape, valid, emb.extras)
+
+
+def prepare_objects(datasets: Sequence, model: StableSam, cache: EmbeddingCache, progress: bool,
+                    augment: int = 0, seed: int = 0) -> List[TrainObject]:
+    """Embeddings (through the cache: the encoder runs at most once per image and view) and
+    targets; each object with `augment` augmented views drawn from `seed`."""
     objects = []
     for ds in datasets:
         for i in tqdm(range(len(ds)), desc=f"prepare {ds.name}", unit="obj", disable=not progress):
             sample = ds.load(i)
             if sample is None:
                 continue
-            emb = cache.get(sam, sample.image).to(torch.device("cpu"))
-            valid = None if sample.ignore is None else 1 - backend.low_res_target(sample.ignore, sam)
-            objects.append(TrainObject(
-                f"{ds.name}/{sample.name}", emb.features.detach(), backend.low_res_target(sample.mask, sam),
-                np.packbits(sample.mask.ravel()), sample.mask.shape, valid, emb.extras,
-            ))
+            name = f"{ds.name}/{sample.name}"
+            obj = make_object(name, sample.image, sample.mask, sample.ignore, model, cache)
+            for view in range(1, augment + 1):
+                image, mask, ignore = augmented_view(sample.image, sample.mask, sample.ignore,
+                                                     view_rng(seed, name, view))
+                obj.views.append(make_object(f"{name}#{view}", image, mask, ignore, model, cache))
+            objects.append(obj)
     return objects
 
 
 def warm_cache(datasets: Sequence, model: StableSam, cache: EmbeddingCache, rank: int, world: int,
-               progress: bool) -> None:
-    """Embed this process's share of the images (every world-th distinct image, in order) into
-    the on-disk cache, so that under torchrun the encoder work is split between the processes.
-    Unreadable images are left to `prepare_objects`, which reports them."""
+               progress: bool, augment: int = 0, seed: int = 0) -> None:
+    """Embed this process's share of the images (every world-th distinct image, in order; then
+    every world-th object's augmented views) into the on-disk cache, so that under torchrun the
+    encoder work is split between the processes. Unreadable images are left to
+    `prepare_objects`, which reports them."""
     images = list(dict.fromkeys(ref.image_path for ds in datasets for ref in ds.objects))
     for path in tqdm(images[rank::world], desc=f"embed ({world} processes)", unit="img", disable=not progress):
         try:
@@ -60,3 +81,14 @@ def warm_cache(datasets: Sequence, model: StableSam, cache: EmbeddingCache, rank
         except DataError:
             continue
         cache.get(model.sam, image)
+    if augment <= 0:
+        return
+    refs = [(ds, i) for ds in datasets for i in range(len(ds))]
+    for ds, i in tqdm(refs[rank::world], desc=f"embed views ({world} processes)", unit="obj", disable=not progress):
+        sample = ds.load(i)
+        if sample is None:
+            continue
+        for view in range(1, augment + 1):
+            image, _, _ = augmented_view(sample.image, sample.mask, sample.ignore,
+                                         view_rng(seed, f"{ds.name}/{sample.name}", view))
+            cache.get(model.sam, image)

@@ -20,7 +20,7 @@ CHECKPOINT_FORMAT = "stablesam-train-checkpoint"
 
 
 RESUME_KEYS = ("tune", "batch_size", "lr", "seed", "rts", "mixture", "plugin", "data", "model", "total_steps",
-               "terms")
+               "terms", "augment")
 
 
 class TrainingError(RuntimeError):
@@ -45,6 +45,7 @@ class TrainConfig:
     plugin: Dict = field(default_factory=dict)
     terms: Dict = field(default_factory=lambda: RoutingTerms().to_dict())  # loss terms on the routing
     dice_weight: float = 1.0
+    augment: int = 0  # augmented views per object (`stablesam.data.augment`), each visit draws one or the original
     checkpoint_every: int = 50
     # step -> file stem: the weights are also written as OUT/STEM.pt when that step is reached.
     # The learning rate is constant and each step a pure function of (seed, step), so a snapshot
@@ -62,6 +63,7 @@ def with_defaults(config: Dict) -> Dict:
     if isinstance(out.get("mixture"), dict):
         out["mixture"] = RtsMixture.saved_values(out["mixture"])
     out["terms"] = RoutingTerms.saved_values(out.get("terms"))
+    out.setdefault("augment", 0)  # trained without augmented views
     return out
 
 

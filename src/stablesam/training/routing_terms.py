@@ -7,8 +7,12 @@ alpha_prior 0.5, chosen by leave-one-dataset-out, docs/results/lodo.md; offset_r
   - consistency (self-distillation): for `gt-box` and near-gt box prompts the plugged mask logits
     match the frozen base's (a binary KL per low-res pixel), so what SAM already gets right stays;
   - alpha_prior: for the same prompts, the weight α1 of the deformed features is pushed to 0;
+  - alpha_far: for far prompts, α1 is pushed to 1, so the DRP is taught to route by prompt
+    quality from both sides (off by default);
   - offset_reg: the mean squared offset |Δp|² in units of offset_range², for every prompt.
-A box-only prompt is near-gt when its noise scale (`box_noise_scale`) is at most `near_gt`.
+A box-only prompt is near-gt when its noise scale (`box_noise_scale`) is at most `near_gt`; far
+when it is at least `far`, as is every prompt of clicks alone (one to a few clicks leave the
+object's extent open).
 """
 
 import math
@@ -24,7 +28,7 @@ from ..prompts.generation import Prompts
 
 
 # What a training config written before the terms existed meant by leaving them out.
-TERMS_ABSENT_MEAN: Dict[str, float] = {"consistency": 0.0, "alpha_prior": 0.0, "offset_reg": 0.0}
+TERMS_ABSENT_MEAN: Dict[str, float] = {"consistency": 0.0, "alpha_prior": 0.0, "offset_reg": 0.0, "alpha_far": 0.0}
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,8 @@ class RoutingTerms:
     alpha_prior: float = 0.5  # weight of α1 (trust in the deformed features) on near-gt prompts
     offset_reg: float = 0.0  # weight of `offset_penalty`, every prompt
     near_gt: float = 0.1  # largest box noise scale that counts as near-gt (0: gt boxes only)
+    alpha_far: float = 0.0  # weight of α2 = 1 - α1 (trust in the regular features) on far prompts
+    far: float = 0.25  # smallest box noise scale that counts as far
 
     def __post_init__(self) -> None:
         values = asdict(self)
@@ -41,11 +47,15 @@ class RoutingTerms:
 
     @property
     def active(self) -> bool:
-        return bool(self.consistency or self.alpha_prior or self.offset_reg)
+        return bool(self.consistency or self.alpha_prior or self.offset_reg or self.alpha_far)
 
     @property
     def needs_near_gt(self) -> bool:
         return bool(self.consistency or self.alpha_prior)
+
+    @property
+    def needs_far(self) -> bool:
+        return bool(self.alpha_far)
 
     def to_dict(self) -> Dict[str, float]:
         return asdict(self)
@@ -57,9 +67,11 @@ class RoutingTerms:
         return {**cls().to_dict(), **TERMS_ABSENT_MEAN, **(values or {})}
 
     def loss(self, model, logits: torch.Tensor, near_gt: bool,
-             base_logits: Callable[[], torch.Tensor], valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+             base_logits: Callable[[], torch.Tensor], valid: Optional[torch.Tensor] = None,
+             far: bool = False) -> torch.Tensor:
         """The weighted terms for one prompt whose plugged decode (by `model`, a StableSam) gave
-        `logits` (B, 1, H, W); `base_logits()` runs the frozen base on the same prompt."""
+        `logits` (B, 1, H, W); `base_logits()` runs the frozen base on the same prompt; `near_gt`
+        and `far` say which kind of prompt it is (`is_near_gt`, `is_far`)."""
         total = logits.new_zeros(())
         graph = list(model.routing_graph.values())  # (α, offsets) of each plugin site
         if self.offset_reg and graph:
@@ -67,6 +79,8 @@ class RoutingTerms:
             total = total + self.offset_reg * torch.stack([offset_penalty(o, r) for _, o in graph]).mean()
         if near_gt and self.alpha_prior and graph and model.config.use_routing:
             total = total + self.alpha_prior * torch.stack([a[:, 0].mean() for a, _ in graph]).mean()
+        if far and self.alpha_far and graph and model.config.use_routing:
+            total = total + self.alpha_far * torch.stack([a[:, 1].mean() for a, _ in graph]).mean()
         if near_gt and self.consistency:
             total = total + self.consistency * consistency_loss(logits, base_logits(), valid)
         return total
@@ -88,6 +102,16 @@ def is_near_gt(prompts: Prompts, gt_box: np.ndarray, tolerance: float) -> bool:
     if prompts.boxes is None or prompts.point_coords is not None or len(prompts.boxes) != 1:
         return False
     return box_noise_scale(np.asarray(prompts.boxes[0]), gt_box) <= tolerance + 1e-9
+
+
+def is_far(prompts: Prompts, gt_box: np.ndarray, threshold: float) -> bool:
+    """A prompt of clicks alone, or a single box prompt without clicks whose noise scale around
+    `gt_box` is >= threshold."""
+    if prompts.boxes is None:
+        return prompts.point_coords is not None
+    if prompts.point_coords is not None or len(prompts.boxes) != 1:
+        return False
+    return box_noise_scale(np.asarray(prompts.boxes[0]), gt_box) >= threshold - 1e-9
 
 
 def consistency_loss(logits: torch.Tensor, base_logits: torch.Tensor,
@@ -120,4 +144,4 @@ def plugins_off(model) -> Iterator[None]:
 
 
 # Every term off: decoder tuning, or plugins trained on the mask loss alone.
-OFF = RoutingTerms(consistency=0.0, alpha_prior=0.0, offset_reg=0.0)
+OFF = RoutingTerms(consistency=0.0, alpha_prior=0.0, offset_reg=0.0, alpha_far=0.0)
