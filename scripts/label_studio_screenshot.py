@@ -4,8 +4,9 @@ Needs a running Label Studio (started with ML_BLOCK_LOCAL_IP=false SSRF_PROTECTI
 a running `stablesam label-studio` that can fetch its uploads (LABEL_STUDIO_URL and
 LABEL_STUDIO_API_KEY set), an account's e-mail, password and API token, and Debian's chromium.
 It creates a project with the labelling config of docs/usage_details.md
-(tests/data/label_studio/cup_config.xml), uploads the coffee photo, connects the backend, then in headless Chromium logs in, opens the task, switches on Auto-Annotation (and
-Auto-Accept Suggestions), picks the smart rectangle tool and the label, drags a box around the
+(tests/data/label_studio/cup_config.xml), uploads the coffee photo, connects the backend, then
+in headless Chromium logs in, opens the task, switches on Auto-Annotation (and Auto-Accept
+Suggestions), picks the smart rectangle tool and the label, drags a box around the
 cup, waits for the mask and takes the screenshot.
 
     python scripts/label_studio_screenshot.py --label-studio http://127.0.0.1:8080 --backend http://127.0.0.1:9090 \\

@@ -3,14 +3,14 @@ low-res logit frame, prepared once before the first step; with `augment` > 0, al
 augmented views of it (`stablesam.data.augment`), each embedded and cached like an image."""
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from ..data.augment import augmented_view
-from ..data.datasets import DataError, read_image
+from ..data.datasets import DataError, Sample, read_image
 from ..modeling import StableSam
 from ..models.cache import EmbeddingCache
 from ..prompts.generation import object_rng
@@ -39,6 +39,15 @@ def view_rng(seed: int, name: str, view: int) -> np.random.Generator:
     return object_rng(seed, "augment", name, view)
 
 
+View = Tuple[int, np.ndarray, np.ndarray, Optional[np.ndarray]]  # index, image, mask, ignore
+
+
+def object_views(sample: Sample, name: str, augment: int, seed: int) -> Iterator[View]:
+    """(view index, image, mask, ignore) of each of the `augment` augmented views of `sample`."""
+    for view in range(1, augment + 1):
+        yield (view, *augmented_view(sample.image, sample.mask, sample.ignore, view_rng(seed, name, view)))
+
+
 def make_object(name: str, image: np.ndarray, mask: np.ndarray, ignore: Optional[np.ndarray], model: StableSam,
                 cache: EmbeddingCache) -> TrainObject:
     sam, backend = model.sam, model.backend
@@ -60,9 +69,7 @@ def prepare_objects(datasets: Sequence, model: StableSam, cache: EmbeddingCache,
                 continue
             name = f"{ds.name}/{sample.name}"
             obj = make_object(name, sample.image, sample.mask, sample.ignore, model, cache)
-            for view in range(1, augment + 1):
-                image, mask, ignore = augmented_view(sample.image, sample.mask, sample.ignore,
-                                                     view_rng(seed, name, view))
+            for view, image, mask, ignore in object_views(sample, name, augment, seed):
                 obj.views.append(make_object(f"{name}#{view}", image, mask, ignore, model, cache))
             objects.append(obj)
     return objects
@@ -88,7 +95,5 @@ def warm_cache(datasets: Sequence, model: StableSam, cache: EmbeddingCache, rank
         sample = ds.load(i)
         if sample is None:
             continue
-        for view in range(1, augment + 1):
-            image, _, _ = augmented_view(sample.image, sample.mask, sample.ignore,
-                                         view_rng(seed, f"{ds.name}/{sample.name}", view))
+        for _, image, _, _ in object_views(sample, f"{ds.name}/{sample.name}", augment, seed):
             cache.get(model.sam, image)

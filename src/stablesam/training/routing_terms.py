@@ -97,11 +97,17 @@ def box_noise_scale(box: np.ndarray, gt_box: np.ndarray) -> float:
     return max(abs(dcx) / (w / 2), abs(dcy) / (h / 2), abs(dw) / w, abs(dh) / h)
 
 
+def single_box_noise(prompts: Prompts, gt_box: np.ndarray) -> Optional[float]:
+    """`box_noise_scale` of a prompt that is a single box without clicks; None for any other."""
+    if prompts.boxes is None or prompts.point_coords is not None or len(prompts.boxes) != 1:
+        return None
+    return box_noise_scale(np.asarray(prompts.boxes[0]), gt_box)
+
+
 def is_near_gt(prompts: Prompts, gt_box: np.ndarray, tolerance: float) -> bool:
     """A single box prompt without clicks whose noise scale around `gt_box` is <= tolerance."""
-    if prompts.boxes is None or prompts.point_coords is not None or len(prompts.boxes) != 1:
-        return False
-    return box_noise_scale(np.asarray(prompts.boxes[0]), gt_box) <= tolerance + 1e-9
+    noise = single_box_noise(prompts, gt_box)
+    return noise is not None and noise <= tolerance + 1e-9
 
 
 def is_far(prompts: Prompts, gt_box: np.ndarray, threshold: float) -> bool:
@@ -109,9 +115,8 @@ def is_far(prompts: Prompts, gt_box: np.ndarray, threshold: float) -> bool:
     `gt_box` is >= threshold."""
     if prompts.boxes is None:
         return prompts.point_coords is not None
-    if prompts.point_coords is not None or len(prompts.boxes) != 1:
-        return False
-    return box_noise_scale(np.asarray(prompts.boxes[0]), gt_box) >= threshold - 1e-9
+    noise = single_box_noise(prompts, gt_box)
+    return noise is not None and noise >= threshold - 1e-9
 
 
 def consistency_loss(logits: torch.Tensor, base_logits: torch.Tensor,
