@@ -10,6 +10,7 @@ from stablesam.prompts.adversarial import click_space, search_box, search_click,
 from stablesam.evaluation.prompt_eval import EvalConfig, evaluate
 from stablesam.models.segmenters import Segmenter
 from stablesam.prompts.generation import box_from_noise, mask_to_box, parse_prompt, parse_prompts
+from stablesam.evaluation.metrics import mask_iou
 from stablesam.evaluation.reports import write_reports
 
 G = np.array([40.0, 30.0, 119.0, 89.0])  # the ground-truth box (inclusive pixel indices)
@@ -189,6 +190,48 @@ def test_benchmark_reports_iou_min_base_max_and_counts_small_objects(tmp_path):
     assert "adv-point: 1 object(s) too small, skipped" in md
     assert '"40,' in files["csv"].read_text() or ",box," in files["csv"].read_text().splitlines()[0]
     assert files["examples"].stat().st_size > 0
+
+
+class CountingPainter(BoxPainter):
+    """BoxPainter that counts the prompts it decodes, and misses the object's bottom-right corner
+    on every box (so no box is perfect and the worst box differs from the ground-truth one)."""
+
+    def __init__(self):
+        self.decoded = 0
+
+    def predict(self, prompts, multimask=False):
+        self.decoded += len(prompts)
+        out = super().predict(prompts, multimask)
+        out[:, 40:, 60:] = False
+        return out
+
+
+def test_box_search_starts_from_the_noisy_boxes_and_reuses_their_masks():
+    """In the benchmark, adv-box@R's random starts are the object's own noisy-box@R prompts: its
+    IoU-Min is never above the worst of them, and when gt-box and noisy-box@R ran first their
+    masks are reused (K + 1 fewer decoder passes) with exactly the same result."""
+    from stablesam.prompts.generation import generate, object_rng
+
+    runs = {}
+    for asked in ("adv-box@0.2,best-box@0.2", "gt-box,adv-box@0.2,noisy-box@0.2,best-box@0.2"):
+        painter = CountingPainter()
+        config = EvalConfig(parse_prompts(asked), samples=7, seed=3, adv_budget=20)
+        result = evaluate([Toy()], [painter], config, progress=False)
+        runs[asked] = ({(o["object"], o["prompt"]): o for o in result.objects}, painter.decoded)
+    alone, both = runs.values()
+    for obj in ("o0", "o1"):
+        for p in ("adv-box@0.2", "best-box@0.2"):
+            a, b = alone[0][(obj, p)], both[0][(obj, p)]
+            assert (a["iou"], a["box"], a["iou_base"], a["tried"]) == (b["iou"], b["box"], b["iou_base"], b["tried"])
+            assert a["passes"] == a["tried"] == 20 and b["passes"] == 20 - 8  # gt box + 7 noisy boxes reused
+        sample = Toy().samples[int(obj[1])]
+        noisy = generate("noisy-box@0.2", sample.mask, 7, object_rng(3, "toy", sample.name, "noisy-box@0.2"))
+        painter = CountingPainter()
+        painter.set_image(sample.image)
+        worst_random = min(mask_iou(m, sample.mask) for m in painter.predict(noisy))
+        assert alone[0][(obj, "adv-box@0.2")]["iou"] <= worst_random
+    # per object: gt-box and noisy-box@0.2 decode 1 + 7 prompts, and each of the two searches 8 fewer
+    assert both[1] == alone[1] + 2 * 8 - 2 * 2 * 8
 
 
 def test_adv_box_rts_component_mines_admissible_boxes_worse_than_random(tmp_path):

@@ -12,7 +12,7 @@ from ..prompts.kinds import ADV_POINT
 from .attention import AttentionProbe, grid_fraction, mass_inside, reads_from
 from .evaluator import Evaluator, run_evaluator
 from .metrics import boundary_iou, mask_iou, stability
-from .worst_case import run_searched
+from .worst_case import DecodedBoxes, box_batch_key, run_searched, search_starts
 
 EXAMPLE_PROMPTS = ("noisy-box@0.4", "points@1")  # else the first prompt type asked for
 
@@ -110,15 +110,18 @@ class PromptEvaluator(Evaluator):
                    "prompts": {k: prompts[k][0] for k in shown if k in prompts}, "pred": {},
                    "attention": {}, "model_prompts": {}, "iou": {}}
         small = set()
+        searched = any(p.searched for p in config.prompts)
         for seg in self.segmenters:
             seg.set_image(sample.image)
-            for p in self.config.prompts:
+            decoded: DecodedBoxes = {}  # this model's masks of the box prompts, for the box searches
+            for p in sorted(config.prompts, key=lambda p: p.searched):  # searches last: they reuse masks
                 if not seg.accepts(p.kind) or p.name in small:
                     continue
                 if p.searched:  # each model's own worst (best) prompt, found by querying it
-                    found = run_searched(seg, p, sample, self.config.adv_budget,
-                                         object_rng(self.config.seed, ds.name, sample.name, p.name),
-                                         self.config.multimask, allowed)
+                    found = run_searched(seg, p, sample, config.adv_budget,
+                                         object_rng(config.seed, ds.name, sample.name, p.name), config.multimask,
+                                         allowed, search_starts(p, config.seed, ds.name, sample.name, config.samples),
+                                         decoded)
                     if found is None:
                         small.add(p.name)
                         counts = self.result.too_small.setdefault(ds.name, {})
@@ -138,6 +141,8 @@ class PromptEvaluator(Evaluator):
                         seg, prompts[p.name], self.config.multimask, sample.mask)
                 else:
                     masks, maps, inside, offsets = seg.predict(prompts[p.name], multimask=config.multimask), None, None, None
+                if searched and prompts[p.name].boxes is not None and prompts[p.name].point_coords is None:
+                    decoded[box_batch_key(prompts[p.name].boxes, config.multimask)] = masks
                 scores = object_scores(masks, sample.mask, sample.ignore)
                 if inside is not None:
                     scores["attention_inside"] = float(np.mean(inside))
@@ -174,7 +179,7 @@ def example_prompts(prompts: Sequence[PromptType]) -> List[str]:
     return shown + [adv[0]] if adv and adv[0] not in shown else shown
 
 
-OPTIONAL_SCORES = ("attention_inside", "alpha1", "iou_base", "passes")
+OPTIONAL_SCORES = ("attention_inside", "alpha1", "iou_base", "tried", "passes")
 
 
 def aggregate(objects: List[Dict], models: List[str], datasets: List[str], prompts: List[str]) -> List[Dict]:

@@ -5,10 +5,10 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from ..prompts.adversarial import Objective, SearchResult, search_prompt
+from ..prompts.adversarial import SearchResult, search_prompt
 from .metrics import boundary_iou, mask_iou
 from ..models.segmenters import Segmenter
-from ..prompts.generation import PromptType, Prompts, parse_prompt, point_labels
+from ..prompts.generation import PromptType, Prompts, box_noise_draws, object_rng, parse_prompt, point_labels
 
 
 def as_prompts(kind: str, candidates: np.ndarray) -> Prompts:
@@ -18,39 +18,69 @@ def as_prompts(kind: str, candidates: np.ndarray) -> Prompts:
     return Prompts(boxes=candidates)
 
 
-def iou_objective(seg: Segmenter, kind: str, gt: np.ndarray, ignore: Optional[np.ndarray],
-                  multimask: bool = False) -> Objective:
+def box_batch_key(boxes: np.ndarray, multimask: bool) -> bytes:
+    """A batch of boxes (n, 4) as a key of `DecodedBoxes`: equal only for bit-identical boxes."""
+    boxes = np.ascontiguousarray(boxes, dtype=np.float64)
+    return bytes([multimask]) + boxes.shape[0].to_bytes(4, "little") + boxes.tobytes()
+
+
+DecodedBoxes = Dict[bytes, np.ndarray]  # box_batch_key -> the (n, H, W) masks one predict call gave
+
+
+class IoUObjective:
     """Candidates -> (mask IoU of `seg`'s prediction vs the (H, W) ground truth (n,), the masks):
-    one batched `seg.predict` call per round of the search."""
+    one batched `seg.predict` call per round of the search. A round whose whole batch of boxes
+    is in `decoded` (the same boxes the benchmark already decoded in one call, e.g. an object's
+    noisy-box@R prompts) takes those masks instead, the answer the call would give again."""
 
-    def objective(candidates: np.ndarray) -> Tuple[np.ndarray, List[np.ndarray]]:
-        masks = seg.predict(as_prompts(kind, candidates), multimask=multimask)
-        return np.array([mask_iou(m, gt, ignore) for m in masks]), list(masks)
+    def __init__(self, seg: Segmenter, kind: str, gt: np.ndarray, ignore: Optional[np.ndarray],
+                 multimask: bool = False, decoded: Optional[DecodedBoxes] = None):
+        self.seg, self.kind, self.gt, self.ignore, self.multimask = seg, kind, gt, ignore, multimask
+        self.decoded = decoded or {}
+        self.passes = 0  # decoder passes run (prompts decoded), reused rounds not counted
 
-    return objective
+    def __call__(self, candidates: np.ndarray) -> Tuple[np.ndarray, List[np.ndarray]]:
+        masks = self.decoded.get(box_batch_key(candidates, self.multimask)) if self.kind != "adv-point" else None
+        if masks is None:
+            masks = self.seg.predict(as_prompts(self.kind, candidates), multimask=self.multimask)
+            self.passes += len(candidates)
+        return np.array([mask_iou(m, self.gt, self.ignore) for m in masks]), list(masks)
 
 
-def searched_record(prompt: PromptType, found: SearchResult, gt: np.ndarray, ignore: Optional[np.ndarray]) -> Dict:
+def searched_record(prompt: PromptType, found: SearchResult, gt: np.ndarray, ignore: Optional[np.ndarray],
+                    passes: int) -> Dict:
     """One object's scores for a searched prompt type: iou (IoU-Min or IoU-Max), biou of that
-    mask, iou_base (the ground-truth box, or the most central click), the prompt found and the
-    decoder passes spent."""
+    mask, iou_base (the ground-truth box, or the most central click), the prompt found, the
+    candidates tried and the decoder passes run for them (fewer when masks were reused)."""
     where = "click" if prompt.kind == "adv-point" else "box"
     return {"iou": found.value, "biou": boundary_iou(found.extra, gt, ignore=ignore), "stability": None, "n": 1,
-            "iou_base": found.base, "passes": found.passes,
+            "iou_base": found.base, "tried": found.passes, "passes": passes,
             where: ",".join(f"{v:.2f}".rstrip("0").rstrip(".") for v in found.best)}
 
 
+def search_starts(prompt: PromptType, seed: int, dataset: str, name: str, samples: int) -> Optional[np.ndarray]:
+    """The benchmark's random starts for a box search (adv-box@R, best-box@R): the u draws
+    (samples, 4) of the object's own noisy-box@R prompts (`generate` with the same seed and K),
+    so the worst box found is at most the worst random box; None for adv-point."""
+    if prompt.kind == "adv-point":
+        return None
+    noisy = PromptType("noisy-box", prompt.value)
+    return box_noise_draws(object_rng(seed, dataset, name, noisy.name), samples)
+
+
 def run_searched(seg: Segmenter, prompt: PromptType, sample, budget: int, rng: np.random.Generator,
-                 multimask: bool = False, allowed: Optional[np.ndarray] = None
+                 multimask: bool = False, allowed: Optional[np.ndarray] = None,
+                 starts: Optional[np.ndarray] = None, decoded: Optional[DecodedBoxes] = None
                  ) -> Optional[Tuple[Dict, Prompts, Prompts, np.ndarray]]:
     """(record, the prompt found and the base prompt (the ground-truth box or the most central
     click) as Prompts of 1, the found prompt's (H, W) mask) of `seg` on one object, or None when
-    the object is too small for the prompt type."""
-    objective = iou_objective(seg, prompt.kind, sample.mask, sample.ignore, multimask)
-    found = search_prompt(prompt, sample.mask, objective, budget, rng, allowed)
+    the object is too small for the prompt type. `starts`, `decoded`: see `search_box`,
+    `IoUObjective`."""
+    objective = IoUObjective(seg, prompt.kind, sample.mask, sample.ignore, multimask, decoded)
+    found = search_prompt(prompt, sample.mask, objective, budget, rng, allowed, starts)
     if found is None:
         return None
-    record = searched_record(prompt, found, sample.mask, sample.ignore)
+    record = searched_record(prompt, found, sample.mask, sample.ignore, objective.passes)
     return record, as_prompts(prompt.kind, found.best[None]), as_prompts(prompt.kind, found.tried[:1]), found.extra
 
 

@@ -169,10 +169,13 @@ def climb_all(search: _Search, step: float, min_step: float, directions: np.ndar
 
 
 def search_box(objective: Objective, box: np.ndarray, scale: float, image_size: Tuple[int, int],
-               budget: int, rng: np.random.Generator, maximise: bool = False) -> SearchResult:
+               budget: int, rng: np.random.Generator, maximise: bool = False,
+               starts: Optional[np.ndarray] = None) -> SearchResult:
     """The box within noisy-box@scale's reach of `box` (4,) that minimises (maximises)
     `objective` (boxes (n, 4) -> values), in at most `budget` evaluations. The first one tried
-    is `box` itself (u = 0)."""
+    is `box` itself (u = 0, one objective call), then the random starts in one call: `starts`
+    (m, 4) u in [-1, 1]^4 when given (e.g. `noisy_boxes`' draws), else a third of the budget
+    drawn from `rng`."""
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
 
@@ -183,9 +186,11 @@ def search_box(objective: Objective, box: np.ndarray, scale: float, image_size: 
         return objective(boxes(u))
 
     search = _Search(on_boxes, lambda u: np.clip(u, -1.0, 1.0), budget, -1.0 if maximise else 1.0)
-    n_starts = max(1, min(budget, -(-budget // START_SHARE)))
-    starts = [np.zeros(4)] + list(rng.uniform(-1.0, 1.0, size=(n_starts - 1, 4)))
-    search.run(search.fresh(starts))
+    if starts is None:
+        n_starts = max(1, min(budget, -(-budget // START_SHARE)))
+        starts = rng.uniform(-1.0, 1.0, size=(n_starts - 1, 4))
+    search.run(search.fresh([np.zeros(4)]))
+    search.run(search.fresh(np.asarray(starts, dtype=np.float64).reshape(-1, 4)))
     climb_all(search, step=BOX_STEP, min_step=1 / 32, directions=BOX_DIRECTIONS)
     return search.result(lambda u: boxes(u)[0])
 
@@ -243,14 +248,16 @@ def spread_starts(allowed: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: in
 
 
 def search_prompt(prompt: PromptType, mask: np.ndarray, objective: Objective, budget: int,
-                  rng: np.random.Generator, allowed: Optional[np.ndarray] = None) -> Optional[SearchResult]:
+                  rng: np.random.Generator, allowed: Optional[np.ndarray] = None,
+                  starts: Optional[np.ndarray] = None) -> Optional[SearchResult]:
     """The search a searched prompt type names, on an object's (H, W) mask; None when the object
     is too small (no allowed click, or a ground-truth box under MIN_BOX_SIDE px on a side).
-    `allowed`: adv-point's `click_space(mask)` when already computed."""
+    `allowed`: adv-point's `click_space(mask)` when already computed; `starts`: the box
+    searches' random starts (see `search_box`)."""
     if prompt.kind == "adv-point":
         return search_click(objective, click_space(mask) if allowed is None else allowed, budget, rng)
     box = mask_to_box(mask)
     if min(box[2] - box[0], box[3] - box[1]) < MIN_BOX_SIDE:
         return None
     return search_box(objective, box, prompt.value, mask.shape[:2], budget, rng,
-                      maximise=prompt.kind == "best-box")
+                      maximise=prompt.kind == "best-box", starts=starts)

@@ -163,7 +163,12 @@ def noisy_boxes(
     w = x1 - x0, h = y1 - y0 of the box as given; back to corners, then `fix_boxes` (clip to
     [0, W - 1] x [0, H - 1], sides >= 1 px). scale = 0 gives exactly the box when it is valid.
     """
-    return box_from_noise(box, rng.uniform(-1.0, 1.0, size=(n, 4)), scale, image_size)
+    return box_from_noise(box, box_noise_draws(rng, n), scale, image_size)
+
+
+def box_noise_draws(rng: np.random.Generator, n: int) -> np.ndarray:
+    """The draws u (n, 4), U(-1, 1) each, that `noisy_boxes` turns into boxes."""
+    return rng.uniform(-1.0, 1.0, size=(n, 4))
 
 
 def box_from_noise(box: np.ndarray, u: np.ndarray, scale: float, image_size: tuple[int, int]) -> np.ndarray:
