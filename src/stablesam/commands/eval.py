@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--prompts", default=DEFAULT_PROMPTS, help=f"comma-separated prompt types (default {DEFAULT_PROMPTS})")
     config_option(ev, "--samples", EvalConfig, "samples", "prompts per object and type (default {default})", type=int,
                   metavar="K")
-    config_option(ev, "--adv-budget", EvalConfig, "adv_budget", "adv-box@R, best-box@R, adv-point: decoder passes per "
-                  "object for each model's search (default {default})", type=int, metavar="N")
+    config_option(ev, "--adv-budget", EvalConfig, "adv_budget", "adv-box@R, best-box@R, adv-point: prompts each model's "
+                  "search tries per object, each one decoder pass unless gt-box / noisy-box@R already decoded it "
+                  "(default {default})", type=int, metavar="N")
     config_option(ev, "--seed", EvalConfig, "seed", "", type=int)
     ev.add_argument("--limit", type=int, default=None, metavar="N", help="first N objects of each dataset")
     ev.add_argument("--out", default="stablesam-eval", metavar="DIR", help="output folder (default ./stablesam-eval)")

@@ -27,7 +27,7 @@ class EvalConfig:
     examples: int = 4  # objects kept for the example sheet
     explain: int = 0  # > 0: record the mask token's attention (share inside the object) and keep
     # this many objects' attention maps for the explain sheet
-    adv_budget: int = DEFAULT_BUDGET  # decoder passes per object for each searched prompt type
+    adv_budget: int = DEFAULT_BUDGET  # prompts tried per object for each searched prompt type
 
 
 @dataclass
