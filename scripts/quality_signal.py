@@ -6,7 +6,9 @@
 For the first --objects validation objects (round-robin over the five development sets under
 ../shared/data, splits/val.txt), --samples `gt-box` and `noisy-box@0.4` prompts each, decoded by
 --model with its plugins off: the model's own predicted IoU and the share of the box its mask
-fills, per prompt type, and how well each separates the two types (AUC: the chance that a
+fills, the IoU of its
+mask's bounding box with the prompt box (how tightly the box fits what the model segments), per
+prompt type, and how well each separates the two types (AUC: the chance that a
 `gt-box` prompt scores higher than a `noisy-box@0.4` one; 0.5 is no signal), beside the true
 mask IoU of each type.
 """
@@ -36,6 +38,19 @@ def auc(high: np.ndarray, low: np.ndarray) -> float:
     return float(np.mean(high[:, None] > low[None, :]) + 0.5 * np.mean(high[:, None] == low[None, :]))
 
 
+def box_fit(mask: np.ndarray, box: np.ndarray) -> float:
+    """IoU of the box prompt (XYXY) with the bounding box of `mask` (H, W); 0 for an empty mask."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return 0.0
+    mx0, my0, mx1, my1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    ix = max(0.0, min(box[2], mx1) - max(box[0], mx0))
+    iy = max(0.0, min(box[3], my1) - max(box[1], my0))
+    inter = ix * iy
+    union = (box[2] - box[0]) * (box[3] - box[1]) + (mx1 - mx0) * (my1 - my0) - inter
+    return float(inter / union)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny-sam")
@@ -47,7 +62,7 @@ def main() -> None:
     model = build_model(parse_model_spec(args.model), "cpu")
     model.plugins_enabled = False
     predictor = StableSamPredictor(model)
-    scores = {k: {"predicted": [], "fill": [], "iou": []} for k in KINDS}
+    scores = {k: {"predicted": [], "fill": [], "fit": [], "iou": []} for k in KINDS}
     for sample in real_objects(args.objects):
         predictor.set_image(sample.image)
         for kind in KINDS:
@@ -58,12 +73,14 @@ def main() -> None:
                 x0, y0, x1, y1 = (int(round(v)) for v in box)
                 scores[kind]["predicted"].append(float(predicted[0]))
                 scores[kind]["fill"].append(masks[0][y0:y1, x0:x1].sum() / max(1, (x1 - x0) * (y1 - y0)))
+                scores[kind]["fit"].append(box_fit(masks[0], box))
                 scores[kind]["iou"].append(mask_iou(masks[0], sample.mask, sample.ignore))
     good, loose = ({m: np.array(v) for m, v in scores[k].items()} for k in KINDS)
     print(f"{args.model} (plugins off), {args.objects} validation objects x {args.samples} prompts per type")
     print(f"| signal | {KINDS[0]} | {KINDS[1]} | AUC |")
     print("|---|---|---|---|")
-    for name, key in (("predicted IoU", "predicted"), ("mask fill of the box", "fill")):
+    for name, key in (("predicted IoU", "predicted"), ("mask fill of the box", "fill"),
+                      ("fit of the box to the mask's box", "fit")):
         print(f"| {name} | {good[key].mean():.3f} | {loose[key].mean():.3f} | {auc(good[key], loose[key]):.2f} |")
     print(f"| true mask IoU | {good['iou'].mean():.3f} | {loose['iou'].mean():.3f} | {auc(good['iou'], loose['iou']):.2f} |")
 

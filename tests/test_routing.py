@@ -25,6 +25,7 @@ from helpers import make_folder
 OPTIONS = {
     "prompt tokens": PluginConfig(routing_inputs=("prompt",)),
     "iou token": PluginConfig(routing_inputs=("iou",)),
+    "box fit": PluginConfig(routing_inputs=("fit",)),
     "temperature": PluginConfig(routing_temperature=0.25),
     "all, every site": PluginConfig(routing_inputs=("prompt", "iou"), routing_temperature=0.5,
                                     extra_sites=("layer1", "final")),

@@ -70,6 +70,7 @@ class Backend:
     norm_name: str = "norm1"  # layer 2's LayerNorm after self-attention
     attn_kwargs: Tuple[str, str, str] = ("q", "k", "v")  # token-to-image attention's q/k/v names
     encoder_prefix: str = "image_encoder."  # state-dict prefix of the image encoder
+    box_fit_routing: bool = False  # the routing input "fit" works (prompt_boxes / decoder_masks)
 
     # ------------------------------------------------------------ checkpoints
     def checkpoint_signature(self, state: Dict[str, Any]) -> bool:
@@ -108,6 +109,15 @@ class Backend:
         """Index of the first of the prompt's sparse tokens (box corners, clicks), which follow
         the output tokens (HQ-SAM's HQ token included: it counts among its mask tokens)."""
         return self.token_positions(model)[2].stop
+
+    def prompt_boxes(self, prompt_encoder: nn.Module, args: Tuple, kwargs: Dict) -> Optional[torch.Tensor]:
+        """The box prompts (B, 4) of a call to the prompt encoder (input frame), None without."""
+        boxes = kwargs["boxes"] if "boxes" in kwargs else (args[1] if len(args) > 1 else None)
+        return boxes
+
+    def decoder_masks(self, output: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(low-res mask logits (B, M, 4h, 4w), scores (B, M)) from the mask decoder's output."""
+        return output[0], output[1]
 
     def decoder_width(self, model: nn.Module) -> int:
         return self.decoder(model).transformer_dim

@@ -16,6 +16,7 @@ VARIANTS = {"hq_vit_b": "vit_b", "hq_vit_l": "vit_l", "hq_vit_h": "vit_h", "hq_v
 @register_family
 class HqBackend(Backend):
     family = "hq"
+    box_fit_routing = True
     title = "HQ-SAM"
     extra = "hq"
     requires = ("segment_anything_hq", "timm")  # segment_anything_hq imports timm without declaring it

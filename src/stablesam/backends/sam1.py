@@ -15,6 +15,7 @@ MODEL_TYPES = ("vit_b", "vit_l", "vit_h")
 @register_family
 class Sam1Backend(Backend):
     family = "sam1"
+    box_fit_routing = True
     title = "SAM 1"
     extra = None  # segment_anything is a base dependency
     requires = ("segment_anything",)

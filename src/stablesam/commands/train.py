@@ -84,7 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--extra-sites", default="", metavar="LIST",
                     help="extension: more attentions with their own DSP + DRP: layer1, final (default: layer 2 only)")
     config_option(tr, "--routing-inputs", PluginConfig, "routing_inputs",
-                  "the DRP also reads: prompt (the prompt's own tokens, pooled), iou (the IoU token); "
+                  "the DRP also reads: prompt (the prompt's own tokens, pooled), iou (the IoU token), fit "
+                  "(how tightly a box fits the frozen SAM's mask: one more decoder pass; SAM 1 / HQ-SAM); "
                   "none: the routing token only, as in the paper (default {default})", to_cli=",".join,
                   show=",".join, metavar="LIST")
     tr.add_argument("--routing-temperature", type=float, default=None, metavar="T",

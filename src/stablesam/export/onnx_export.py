@@ -68,6 +68,9 @@ class StableSamOnnxModel(SamOnnxModel):
     def __init__(self, model: StableSam, return_single_mask: bool = True, **kwargs) -> None:
         if not isinstance(model, StableSam):
             raise TypeError(f"StableSamOnnxModel takes a StableSam, got {type(model).__name__}")
+        if model.config.reads_fit:
+            raise InputError("ONNX export does not support plugins with the routing input 'fit' "
+                             "(it needs a second, plugin-free decoder pass)")
         super().__init__(model.sam, return_single_mask, **kwargs)
         self.stable = model
 

@@ -1,7 +1,11 @@
 """Dynamic Routing Plugin (DRP): the prompt's own token decides how much to trust the DSP."""
 
+from typing import Optional
+
 import torch
 from torch import nn
+
+from .box_fit import FitGate
 
 
 class DynamicRoutingPlugin(nn.Module):
@@ -11,9 +15,11 @@ class DynamicRoutingPlugin(nn.Module):
     α1 + α2 = 1, so with an identity DSP the mix is exactly x_p; the last layer starts at zero,
     giving α = (0.5, 0.5) for every prompt. n_inputs > 1: t_o is the concatenation of the routing
     token and the extra inputs of `PluginConfig.routing_inputs`; T is `routing_temperature`.
+    fit_gate: the routing input "fit" (`box_fit.FitGate`) adds its term to the logits z.
     """
 
-    def __init__(self, embed_dim: int = 256, hidden_dim: int = 32, n_inputs: int = 1, temperature: float = 1.0):
+    def __init__(self, embed_dim: int = 256, hidden_dim: int = 32, n_inputs: int = 1, temperature: float = 1.0,
+                 fit_gate: bool = False):
         super().__init__()
         self.fc1 = nn.Linear(embed_dim * n_inputs, hidden_dim)
         self.norm = nn.LayerNorm(hidden_dim)
@@ -22,7 +28,15 @@ class DynamicRoutingPlugin(nn.Module):
         self.temperature = temperature
         nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)
+        self.fit_gate = FitGate() if fit_gate else None
 
-    def forward(self, token: torch.Tensor) -> torch.Tensor:
+    def forward(self, token: torch.Tensor, fit: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """token: (B, n_inputs * C); fit: (B, 2) = (box fit, has a box), read by the fit gate.
+        Returns α (B, 2)."""
         z = self.fc2(self.act(self.norm(self.fc1(token))))
+        if self.fit_gate is not None:
+            if fit is None:
+                raise RuntimeError("the routing input 'fit' needs the mask decoder's own forward (its hook "
+                                   "measures the fit); this caller bypasses it")
+            z = z + self.fit_gate(fit[:, 0], fit[:, 1])
         return torch.softmax(z if self.temperature == 1.0 else z / self.temperature, dim=-1)

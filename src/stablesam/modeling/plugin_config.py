@@ -5,7 +5,8 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Dict, Tuple
 
 ROUTING_TOKENS = ("mask", "iou", "mean")
-ROUTING_INPUTS = ("prompt", "iou")
+ROUTING_INPUTS = ("prompt", "iou", "fit")
+TOKEN_INPUTS = ("prompt", "iou")  # routing inputs read from the decoder's tokens
 EXTRA_SITES = ("layer1", "final")
 
 
@@ -47,8 +48,11 @@ class PluginConfig:
         site's self-attention) and concatenated to t_o, so the routing can see prompt quality:
         "prompt" (the mean of the prompt's own sparse tokens: box corners, clicks) and/or "iou"
         (the IoU token, which learns to predict mask quality). Each adds C x routing_hidden
-        weights; α is still (0.5, 0.5) at init, so the untrained plugin stays SAM. Default both
-        (chosen by leave-one-dataset-out, docs/results/lodo.md); () is the paper's DRP.
+        weights; α is still (0.5, 0.5) at init, so the untrained plugin stays SAM. "fit": how
+        tightly a box prompt fits the mask the frozen SAM draws from it (`box_fit`; a plugin-free
+        decoder pass, without gradient, before each plugged one), through a learnt gate on α
+        (`box_fit.FitGate`); SAM 1 and HQ-SAM models. Default "prompt" and "iou" (chosen by
+        leave-one-dataset-out, docs/results/lodo.md); () is the paper's DRP.
     routing_temperature: α = softmax(z / T): T < 1 makes the routing more decisive for the same
         logits z (and scales their gradients by 1/T); 1 is the paper's softmax.
     The other extensions are off by default; each keeps the untrained plugin exactly SAM.
@@ -108,6 +112,15 @@ class PluginConfig:
         values["extra_sites"] = list(self.extra_sites)
         values["routing_inputs"] = list(self.routing_inputs)
         return values
+
+    @property
+    def token_inputs(self) -> Tuple[str, ...]:
+        """The routing inputs read from the decoder's tokens, in order."""
+        return tuple(x for x in self.routing_inputs if x in TOKEN_INPUTS)
+
+    @property
+    def reads_fit(self) -> bool:
+        return "fit" in self.routing_inputs
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "PluginConfig":

@@ -11,6 +11,7 @@ from torch import nn
 from ..backends.base import Backend
 from ..backends.registry import backend_for
 
+from .box_fit import box_fit, boxes_in_mask_frame
 from .deformable_sampling import DeformableSamplingPlugin, is_tracing
 from .dynamic_routing import DynamicRoutingPlugin
 from .plugin_config import PluginConfig
@@ -22,7 +23,8 @@ def build_plugin_pair(c: PluginConfig) -> Tuple[DeformableSamplingPlugin, Dynami
     """The DSP and DRP of one attention site, as `c` configures them."""
     dsp = DeformableSamplingPlugin(c.embed_dim, c.kernel_size, c.offset_range, c.amplitude, c.offset_groups,
                                    c.projection, c.offset_width, c.projection_rank)
-    return dsp, DynamicRoutingPlugin(c.embed_dim, c.routing_hidden, 1 + len(c.routing_inputs), c.routing_temperature)
+    return dsp, DynamicRoutingPlugin(c.embed_dim, c.routing_hidden, 1 + len(c.token_inputs), c.routing_temperature,
+                                     c.reads_fit)
 
 
 class StableSam(nn.Module):
@@ -50,6 +52,9 @@ class StableSam(nn.Module):
             raise ValueError(
                 f"plugin embed_dim {self.config.embed_dim} does not match the SAM decoder width {width}"
             )
+        if self.config.reads_fit and not self.backend.box_fit_routing:
+            raise ValueError(f"the routing input 'fit' is not available for {self.backend.title} models "
+                             "(SAM 1 and HQ-SAM only)")
         self.sam = sam
         self.sam.requires_grad_(False)
         c = self.config
@@ -63,6 +68,7 @@ class StableSam(nn.Module):
         self.plugins_enabled = True
         self.last_alpha: Optional[torch.Tensor] = None  # (B, 2) of the last engaged call
         self.last_offsets: Optional[torch.Tensor] = None  # (B, h, w, 2), grid cells
+        self.last_fit: Optional[torch.Tensor] = None  # (B, 2) = (box fit, has a box), routing input "fit"
         # With gradients on (training): site -> (α (B, 2), offsets (B, h, w, 2) or (B, h, w, G, 2))
         # of the last call, not detached, for loss terms on the routing (`stablesam.training.routing_terms`).
         self.routing_graph: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
@@ -86,6 +92,10 @@ class StableSam(nn.Module):
                 hooks.append(norm.register_forward_hook(functools.partial(self._keep_token, site)))
             hooks.append(attention.register_forward_pre_hook(functools.partial(self._swap_keys, site),
                                                              with_kwargs=True))
+        if self.config.reads_fit:
+            hooks.append(self.backend.prompt_encoder(self.sam).register_forward_pre_hook(self._keep_boxes,
+                                                                                         with_kwargs=True))
+            hooks.append(self.backend.decoder(self.sam).register_forward_pre_hook(self._measure_fit, with_kwargs=True))
         return hooks
 
     def remove_hooks(self) -> None:
@@ -106,11 +116,34 @@ class StableSam(nn.Module):
         # The dense PE encodes grid positions only: every family repeats one (1, C, h, w) map per
         # prompt, so one copy serves all prompts (broadcast). Made contiguous in the token layout
         # once, adding it reads memory in order (the strided view costs ~3 % of a decoder pass).
-        self._state = {"hw": (h, w), "pe": image_pe[:1].flatten(2).transpose(1, 2).contiguous()}
+        self._state.update(hw=(h, w), pe=image_pe[:1].flatten(2).transpose(1, 2).contiguous())
+
+    def _keep_boxes(self, module: nn.Module, args: Tuple, kwargs: Dict) -> None:
+        if self.active:
+            self._state["boxes"] = self.backend.prompt_boxes(module, args, kwargs)
+
+    def _measure_fit(self, module: nn.Module, args: Tuple, kwargs: Dict) -> None:
+        """Before the plugged decoder pass, the same call with the plugins off: the fit of each
+        prompt's box to the base's mask (the best-scored one), kept as (B, 2) = (fit, has a box)."""
+        if not self.active:
+            return
+        self.plugins_enabled = False
+        try:
+            with torch.no_grad():
+                masks, scores = self.backend.decoder_masks(module(*args, **kwargs))
+        finally:
+            self.plugins_enabled = True
+        best = masks[torch.arange(len(masks)), scores.argmax(dim=1)] > 0  # (B, h, w)
+        boxes = boxes_in_mask_frame(self._state.get("boxes"), self.backend.image_size(self.sam), best.shape[-1])
+        if boxes is None or len(boxes) != len(best):
+            fit = best.new_zeros((len(best), 2), dtype=masks.dtype)
+        else:
+            fit = torch.stack([box_fit(best, boxes.to(masks.dtype)), torch.ones(len(best), dtype=masks.dtype)], -1)
+        self._state["fit"] = self.last_fit = fit
 
     def _routing_token(self, tokens: torch.Tensor) -> torch.Tensor:
         """The DRP's input from the decoder's tokens (B, n, C) (HF: (B, P, n, C)): t_o (B, C), or
-        with `routing_inputs` t_o and those inputs concatenated, (B, (1 + len(inputs)) * C)."""
+        with token `routing_inputs` t_o and those inputs concatenated, (B, (1 + len(inputs)) * C)."""
         iou, mask, out_tokens = self._tokens
         tokens = tokens.flatten(0, -3)  # HF's (B, P, n, C) -> (B * P, n, C)
         if self.config.routing_token == "iou":
@@ -119,10 +152,10 @@ class StableSam(nn.Module):
             t_o = tokens[:, mask]
         else:
             t_o = tokens[:, out_tokens].mean(dim=1)
-        if not self.config.routing_inputs:
+        if not self.config.token_inputs:
             return t_o
         parts = [t_o]
-        for name in self.config.routing_inputs:
+        for name in self.config.token_inputs:
             if name == "iou":
                 parts.append(tokens[:, iou])
             else:  # "prompt": the prompt's sparse tokens (box corners, clicks), pooled; none -> zeros
@@ -145,7 +178,7 @@ class StableSam(nn.Module):
         pe, x = self._state["pe"], kwargs[v_name].reshape(-1, h * w, shape[-1])  # x = x_p
         if self.config.use_routing:  # the final attention's token is its own query (with its PE)
             token = self._routing_token(kwargs[q_name]) if site == "final" else self._state["token_" + site]
-            alpha = drp(token)
+            alpha = drp(token, self._state.get("fit"))
         else:
             alpha = x.new_full((x.shape[0], 2), 0.5)
         a1 = alpha[:, :1, None]
