@@ -103,3 +103,23 @@ def test_onnx_export_refuses_the_fit_gate():
 
     with pytest.raises(InputError, match="routing input 'fit'"):
         StableSamOnnxModel(StableSam(build_small_sam(), FIT))
+
+
+def test_train_cli_trains_the_fit_gate(tmp_path):
+    from conftest import SMALL_ARCH
+    from helpers import make_folder
+    from stablesam.cli import main
+    from stablesam.models.files import read_plugin, save_sam_file
+
+    sam_file = tmp_path / "small_sam.pt"
+    save_sam_file(build_small_sam(), SMALL_ARCH, sam_file)
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(make_folder(tmp_path / "toy", n=4)), "--model", f"sam:{sam_file}",
+                 "--cache", str(tmp_path / "cache"), "--out", str(out), "--steps", "3", "--batch-size", "2",
+                 "--rts-mixture", "gt-box=1,noisy-box=1,adv-box=1,adv-budget=4", "--routing-inputs", "prompt,iou,fit",
+                 "--alpha-prior", "1", "--lr", "0.01"]) == 0
+    plugin = read_plugin(out / "plugin.pt")
+    assert plugin["config"].routing_inputs == ("prompt", "iou", "fit")
+    gate = {k: v for k, v in plugin["state_dict"].items() if "fit_gate" in k}
+    assert set(gate) == {"drp.fit_gate.scale", "drp.fit_gate.center"}
+    assert (gate["drp.fit_gate.scale"] - 8.0).abs() > 1e-4 or (gate["drp.fit_gate.center"] - 0.75).abs() > 1e-4
