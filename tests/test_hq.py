@@ -88,3 +88,25 @@ def test_checkpoints_and_plugin_family(hq, stable, tmp_path):
     again.remove_hooks()
     with pytest.raises(CheckpointError, match="trained for a HQ-SAM model.*not SAM 1"):
         attach_plugin(build_small_sam(), plugin, force=True)
+
+
+@pytest.mark.parametrize("hq_token_only", [False, True])
+def test_the_fit_gate_reads_hqs_own_mask(hq, hq_token_only):
+    from stablesam.modeling import PluginConfig
+    from stablesam.modeling.box_fit import box_fit
+
+    _, sam, plain = hq
+    model = StableSam(sam, PluginConfig(routing_inputs=("prompt", "iou", "fit")))
+    pred = StableSamPredictor(model)
+    pred.set_embedding(Embedding(plain.features, plain.input_size, plain.original_size,
+                                 {"interm": [plain.interm_features[0]]}))
+    try:
+        assert_identity(model, pred, plain, "box", False, hq_token_only=hq_token_only)
+        low = plain.predict(**PROMPTS["box"], multimask_output=False, return_logits=True,
+                            hq_token_only=hq_token_only)[2]
+        pred.predict(**PROMPTS["box"], multimask_output=False, hq_token_only=hq_token_only)
+        box = torch.as_tensor(plain.transform.apply_boxes(PROMPTS["box"]["box"], plain.original_size)).float()
+        expected = box_fit(torch.as_tensor(low) > 0, box * low.shape[-1] / sam.image_encoder.img_size)
+        assert torch.allclose(model.last_fit, torch.tensor([[expected.item(), 1.0]]), atol=1e-6)
+    finally:
+        model.remove_hooks()
