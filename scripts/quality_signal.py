@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from adversarial_cost import real_objects  # noqa: E402  (the validation objects, round-robin)
 from stablesam import StableSamPredictor  # noqa: E402
 from stablesam.evaluation.metrics import mask_iou  # noqa: E402
+from stablesam.modeling.box_fit import box_fit  # noqa: E402
 from stablesam.models.spec import build_model, parse_model_spec  # noqa: E402
 from stablesam.prompts.generation import generate, object_rng, parse_prompt  # noqa: E402
 
@@ -36,19 +37,6 @@ KINDS = ("gt-box", "noisy-box@0.4")
 def auc(high: np.ndarray, low: np.ndarray) -> float:
     """P(a draw from `high` > a draw from `low`), ties counting half."""
     return float(np.mean(high[:, None] > low[None, :]) + 0.5 * np.mean(high[:, None] == low[None, :]))
-
-
-def box_fit(mask: np.ndarray, box: np.ndarray) -> float:
-    """IoU of the box prompt (XYXY) with the bounding box of `mask` (H, W); 0 for an empty mask."""
-    ys, xs = np.nonzero(mask)
-    if len(xs) == 0:
-        return 0.0
-    mx0, my0, mx1, my1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
-    ix = max(0.0, min(box[2], mx1) - max(box[0], mx0))
-    iy = max(0.0, min(box[3], my1) - max(box[1], my0))
-    inter = ix * iy
-    union = (box[2] - box[0]) * (box[3] - box[1]) + (mx1 - mx0) * (my1 - my0) - inter
-    return float(inter / union)
 
 
 def main() -> None:
@@ -73,7 +61,7 @@ def main() -> None:
                 x0, y0, x1, y1 = (int(round(v)) for v in box)
                 scores[kind]["predicted"].append(float(predicted[0]))
                 scores[kind]["fill"].append(masks[0][y0:y1, x0:x1].sum() / max(1, (x1 - x0) * (y1 - y0)))
-                scores[kind]["fit"].append(box_fit(masks[0], box))
+                scores[kind]["fit"].append(float(box_fit(torch.from_numpy(masks[:1]), torch.tensor(box[None], dtype=torch.float32))))
                 scores[kind]["iou"].append(mask_iou(masks[0], sample.mask, sample.ignore))
     good, loose = ({m: np.array(v) for m, v in scores[k].items()} for k in KINDS)
     print(f"{args.model} (plugins off), {args.objects} validation objects x {args.samples} prompts per type")

@@ -55,6 +55,18 @@ class FitGate(nn.Module):
         return torch.stack([z, torch.zeros_like(z)], dim=-1)
 
 
-def boxes_in_mask_frame(boxes: Optional[torch.Tensor], input_size: int, mask_size: int) -> Optional[torch.Tensor]:
-    """Boxes (B, 4) of the model's input frame (side `input_size`) in the low-res mask frame."""
-    return None if boxes is None else boxes.reshape(-1, 4) * (mask_size / input_size)
+def prompt_fit(masks: torch.Tensor, scores: torch.Tensor, boxes: Optional[torch.Tensor], input_size: int) -> torch.Tensor:
+    """The routing input "fit" of B prompts from one decoder pass.
+
+    masks: low-res logits (B, M, h, w) covering the model's square input frame of side
+    `input_size`; scores: (B, M), the best-scored mask is the one measured; boxes: the prompts'
+    boxes (B, 4) in the input frame, None when they have none. Returns (B, 2) = (fit, has a box),
+    zeros without boxes.
+    """
+    best = masks[torch.arange(len(masks)), scores.argmax(dim=1)] > 0  # (B, h, w)
+    if boxes is None:
+        return masks.new_zeros((len(best), 2))
+    boxes = boxes.reshape(-1, 4).to(masks.dtype) * (best.shape[-1] / input_size)
+    if len(boxes) != len(best):
+        raise RuntimeError(f"the routing input 'fit' got {len(boxes)} boxes for {len(best)} prompts")
+    return torch.stack([box_fit(best, boxes), torch.ones(len(best), dtype=masks.dtype)], dim=-1)

@@ -11,7 +11,7 @@ from torch import nn
 from ..backends.base import Backend
 from ..backends.registry import backend_for
 
-from .box_fit import box_fit, boxes_in_mask_frame
+from .box_fit import prompt_fit
 from .deformable_sampling import DeformableSamplingPlugin, is_tracing
 from .dynamic_routing import DynamicRoutingPlugin
 from .plugin_config import PluginConfig
@@ -38,8 +38,11 @@ class StableSam(nn.Module):
       - a hook on decoder layer 2's `norm1` keeps the output token t_o after self-attention;
       - a pre-hook on layer 2's token-to-image attention swaps its keys/values for
         α1·x*_{p+Δp} + α2·x_p.
-    Layer 2's image-to-token attention still sees the regular x_p. Outside `engaged()` the Sam
-    computes exactly what it computed before wrapping (a plain `SamPredictor(sam)` included).
+    Layer 2's image-to-token attention still sees the regular x_p. With the routing input "fit",
+    a pre-hook on the prompt encoder keeps the box prompts and a pre-hook on the mask decoder runs
+    the same decoder call with the plugins off first, to measure how the boxes fit its masks.
+    Outside `engaged()` the Sam computes exactly what it computed before wrapping (a plain
+    `SamPredictor(sam)` included).
     """
 
     def __init__(self, sam: nn.Module, config: Optional[PluginConfig] = None):
@@ -133,12 +136,7 @@ class StableSam(nn.Module):
                 masks, scores = self.backend.decoder_masks(module(*args, **kwargs))
         finally:
             self.plugins_enabled = True
-        best = masks[torch.arange(len(masks)), scores.argmax(dim=1)] > 0  # (B, h, w)
-        boxes = boxes_in_mask_frame(self._state.get("boxes"), self.backend.image_size(self.sam), best.shape[-1])
-        if boxes is None or len(boxes) != len(best):
-            fit = best.new_zeros((len(best), 2), dtype=masks.dtype)
-        else:
-            fit = torch.stack([box_fit(best, boxes.to(masks.dtype)), torch.ones(len(best), dtype=masks.dtype)], -1)
+        fit = prompt_fit(masks, scores, self._state.get("boxes"), self.backend.image_size(self.sam))
         self._state["fit"] = self.last_fit = fit
 
     def _routing_token(self, tokens: torch.Tensor) -> torch.Tensor:
