@@ -57,7 +57,7 @@ if [ "$STAGE" = all ] || [ "$STAGE" = plugin ]; then
   # the result equals one process's up to float rounding).
   OMP_NUM_THREADS=1 "$PY" -m torch.distributed.run --nproc_per_node "${NPROC:-2}" --master_port 29531 \
     -m stablesam train --model "sam:$WEIGHTS/tiny_sam.pt" --tune plugins --data "${SETS[@]}" \
-    --split splits/train.txt --epochs "${PLUGIN_EPOCHS:-1}" --batch-size 8 --lr 3e-4 --seed 0 \
+    --split splits/train.txt --epochs "${PLUGIN_EPOCHS:-1}" --batch-size 8 --lr 1e-4 --seed 0 \
     ${PLUGIN_MIXTURE:+--rts-mixture "$PLUGIN_MIXTURE"} \
     --out "$RUN/plugin" --resume
   cp "$RUN/plugin/plugin.pt" "$WEIGHTS/tiny_stable_sam_plugin.pt"

@@ -2,6 +2,7 @@
 random-init models saved in each family's official format (see test_hq/test_sam2/test_hf)."""
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -158,6 +159,8 @@ def test_train_plugins_and_decoder_each_family(family, tmp_path, capsys):
     assert main(["train", *common, "--out", str(tmp_path / "plugins")]) == 0
     assert main(["train", *common, "--tune", "decoder", "--out", str(tmp_path / "dt")]) == 0
     assert "encoder runs: 0" in capsys.readouterr().out  # the second run reads the cache
+    lrs = [json.loads((tmp_path / run / "config.json").read_text())["lr"] for run in ("plugins", "dt")]
+    assert lrs == [1e-4, 3e-6]  # without --lr: each mode's leave-one-dataset-out rate
     plugin = read_plugin(tmp_path / "plugins" / "plugin.pt")
     assert plugin["base"]["family"] == family
     model = build_model(parse_model_spec(f"{base}+plugin={tmp_path / 'plugins' / 'plugin.pt'}"), "cpu")

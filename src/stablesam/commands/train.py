@@ -9,11 +9,11 @@ from typing import List, Optional
 
 from .. import __version__
 from ..modeling.plugin_config import PluginConfig
-from ..training.record import TrainConfig
+from ..training.record import DEFAULT_LR, TrainConfig
 from ..training.routing_terms import OFF, RoutingTerms
 from ..training.rts import RELEASE_0_1, RtsMixture
 from .common import (
-    UsageError, add_data_options, add_runtime_options, check_out_folder, config_option, field_default, open_cache,
+    UsageError, add_data_options, add_runtime_options, check_out_folder, config_option, field_default, open_cache, shown,
     open_datasets,
 )
 
@@ -49,7 +49,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     length.add_argument("--steps", type=int, default=None, help="optimizer steps (instead of --epochs)")
     config_option(tr, "--batch-size", TrainConfig, "batch_size", "objects per step, over all processes (default {default})",
                   type=int)
-    config_option(tr, "--lr", TrainConfig, "lr", "Adam learning rate (default {default})", type=float)
+    tr.add_argument("--lr", type=float, default=None,
+                    help="Adam learning rate (default: " + ", ".join(f"{shown(v)} with --tune {k}" for k, v in DEFAULT_LR.items())
+                    + ")")
     config_option(tr, "--seed", TrainConfig, "seed", "", type=int)
     config_option(tr, "--augment", TrainConfig, "augment", "augmented views per object (a crop around it, a flip, "
                   "colour jitter; each embedded once and cached), each step takes one of them or the original "
@@ -175,7 +177,7 @@ def run_train(args: argparse.Namespace) -> int:
     if not all(math.isfinite(v) for v in finite) or (args.offset_range is not None and args.offset_range <= 0):
         raise UsageError("--lr, --epochs, --offset-range and --routing-temperature must be finite numbers "
                          "(and --offset-range positive)")
-    if args.batch_size < 1 or args.lr <= 0 or (args.steps is not None and args.steps < 1) or \
+    if args.batch_size < 1 or (args.lr is not None and args.lr <= 0) or (args.steps is not None and args.steps < 1) or \
             (args.epochs is not None and args.epochs <= 0) or args.checkpoint_every < 1:
         raise UsageError("--batch-size, --steps, --epochs, --checkpoint-every and --lr must be positive")
     snapshot_epochs = parse_snapshot_epochs(args.snapshot_epochs)

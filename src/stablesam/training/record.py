@@ -31,6 +31,15 @@ class ResumeMismatch(TrainingError):
     """--resume found a checkpoint it cannot continue: unreadable, foreign, or another run's."""
 
 
+# Adam's learning rate when none is given, per --tune: the leave-one-dataset-out winners
+# (docs/results/lodo.md: plugins 1e-4 over 3e-4 and 1e-3, the whole decoder 3e-6 over 1e-6 to 1e-4).
+DEFAULT_LR = {"plugins": 1e-4, "decoder": 3e-6, "prompt+decoder": 3e-6}
+
+
+def default_lr(tune: str) -> float:
+    return DEFAULT_LR[tune]
+
+
 @dataclass
 class TrainConfig:
     model: str
@@ -38,7 +47,7 @@ class TrainConfig:
     tune: str = "plugins"  # plugins | decoder | prompt+decoder
     total_steps: int = 0
     batch_size: int = 8
-    lr: float = 3e-4  # Adam; the leave-one-dataset-out study found 3e-4 transfers better than 1e-3 (docs/results/lodo.md)
+    lr: Optional[float] = None  # Adam; None: `default_lr(tune)`
     seed: int = 0
     rts: bool = True
     mixture: Dict = field(default_factory=lambda: RtsMixture().to_dict())
@@ -51,6 +60,10 @@ class TrainConfig:
     # The learning rate is constant and each step a pure function of (seed, step), so a snapshot
     # at step s equals the final weights of the same run with total_steps = s.
     snapshots: Dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.lr is None:
+            self.lr = default_lr(self.tune)
 
 
 def with_defaults(config: Dict) -> Dict:
