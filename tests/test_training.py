@@ -72,7 +72,7 @@ def test_decoder_mode_overfits_and_touches_only_the_decoder(setup, capsys):
     sam_file, data, tmp = setup
     out = tmp / "dt"
     assert main(train_args(sam_file, data, out, "--tune", "decoder", "--steps", 40, "--batch-size", 3,
-                           "--rts-mixture", "noisy-box=1")) == 0
+                           "--rts-mixture", "noisy-box=1", "--lr", 3e-4)) == 0  # a toy run: faster than the default
     loss = losses(out)
     assert np.mean(loss[-5:]) < 0.5 * np.mean(loss[:5])
     before = read_weights(sam_file)["state_dict"]
@@ -109,7 +109,7 @@ def test_plugins_mode_learns_and_leaves_sam_bit_identical(tmp_path, capsys):
     save_sam_file(build_small_sam(), SMALL_ARCH, sam_file)
     data = png_folder(tmp / "toy")
     assert main(train_args(sam_file, data, tmp / "base", "--tune", "decoder", "--steps", 60,
-                           "--batch-size", 3, "--no-rts")) == 0
+                           "--batch-size", 3, "--no-rts", "--lr", 3e-4)) == 0
     base = f"{sam_file}+decoder={tmp / 'base' / 'decoder.pt'}"
     out = tmp / "plug"
     before = {k: v.clone() for k, v in read_weights(sam_file)["state_dict"].items()}
