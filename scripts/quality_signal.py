@@ -5,10 +5,9 @@
 
 For the first --objects validation objects (round-robin over the five development sets under
 ../shared/data, splits/val.txt), --samples `gt-box` and `noisy-box@0.4` prompts each, decoded by
---model with its plugins off: the model's own predicted IoU and the share of the box its mask
-fills, the IoU of its
-mask's bounding box with the prompt box (how tightly the box fits what the model segments), per
-prompt type, and how well each separates the two types (AUC: the chance that a
+--model with its plugins off: the model's own predicted IoU, the share of the box its mask fills
+and the IoU of its mask's bounding box with the prompt box (how tightly the box fits what the
+model segments), per prompt type, and how well each separates the two types (AUC: the chance that a
 `gt-box` prompt scores higher than a `noisy-box@0.4` one; 0.5 is no signal), beside the true
 mask IoU of each type.
 """

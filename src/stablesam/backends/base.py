@@ -112,8 +112,7 @@ class Backend:
 
     def prompt_boxes(self, prompt_encoder: nn.Module, args: Tuple, kwargs: Dict) -> Optional[torch.Tensor]:
         """The box prompts (B, 4) of a call to the prompt encoder (input frame), None without."""
-        boxes = kwargs["boxes"] if "boxes" in kwargs else (args[1] if len(args) > 1 else None)
-        return boxes
+        return kwargs["boxes"] if "boxes" in kwargs else (args[1] if len(args) > 1 else None)
 
     def decoder_masks(self, output: Any) -> Tuple[torch.Tensor, torch.Tensor]:
         """(low-res mask logits (B, M, 4h, 4w), scores (B, M)) from the mask decoder's output."""

@@ -18,7 +18,7 @@ def box_fit(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     masks: (B, H, W) bool; boxes: (B, 4) XYXY in the masks' pixel frame (a pixel column x spans
     [x, x + 1)). Returns (B,) in [0, 1]; 0 for an empty mask.
     """
-    b, h, w = masks.shape
+    h, w = masks.shape[-2:]
     cols, rows = masks.any(dim=1), masks.any(dim=2)  # (B, W), (B, H)
     xs = torch.arange(w, device=masks.device, dtype=boxes.dtype)
     ys = torch.arange(h, device=masks.device, dtype=boxes.dtype)

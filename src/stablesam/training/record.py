@@ -36,10 +36,6 @@ class ResumeMismatch(TrainingError):
 DEFAULT_LR = {"plugins": 1e-4, "decoder": 3e-6, "prompt+decoder": 3e-6}
 
 
-def default_lr(tune: str) -> float:
-    return DEFAULT_LR[tune]
-
-
 @dataclass
 class TrainConfig:
     model: str
@@ -47,7 +43,7 @@ class TrainConfig:
     tune: str = "plugins"  # plugins | decoder | prompt+decoder
     total_steps: int = 0
     batch_size: int = 8
-    lr: Optional[float] = None  # Adam; None: `default_lr(tune)`
+    lr: Optional[float] = None  # Adam; None: DEFAULT_LR[tune]
     seed: int = 0
     rts: bool = True
     mixture: Dict = field(default_factory=lambda: RtsMixture().to_dict())
@@ -63,7 +59,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.lr is None:
-            self.lr = default_lr(self.tune)
+            self.lr = DEFAULT_LR[self.tune]
 
 
 def with_defaults(config: Dict) -> Dict:
