@@ -9,7 +9,7 @@ from conftest import build_small_sam
 from stablesam import StableSam, StableSamPredictor
 from stablesam.backends.sam1 import Sam1Backend
 from stablesam.modeling import PluginConfig
-from stablesam.modeling.box_fit import box_fit
+from stablesam.modeling.box_fit import FitGate, box_fit
 
 FIT = PluginConfig(routing_inputs=("prompt", "iou", "fit"))
 IMAGE = np.random.default_rng(0).integers(0, 255, (120, 180, 3), dtype=np.uint8)
@@ -25,6 +25,17 @@ def test_box_fit_is_the_iou_of_the_box_with_the_masks_bounding_box():
                           [20.0, 10.0, 40.0, 30.0]])  # empty mask
     fit = box_fit(masks, boxes)
     assert torch.allclose(fit, torch.tensor([1.0, 400 / 600, 0.5, 0.0]))
+
+
+def test_the_closing_gate_only_closes_the_dsp_for_boxes_tighter_than_its_centre():
+    fit = torch.tensor([0.2, 0.6, 0.75, 0.8, 0.95, 0.95])
+    has_box = torch.tensor([1.0, 1.0, 1.0, 1.0, 1.0, 0.0])
+    close, both = FitGate("close")(fit, has_box), FitGate("both")(fit, has_box)
+    assert torch.equal(close[:, 1], torch.zeros(6)) and torch.equal(both[:, 1], torch.zeros(6))
+    assert torch.allclose(close[:, 0], torch.tensor([0.0, 0.0, 0.0, -16 * 0.05, -16 * 0.2, 0.0]))
+    assert torch.allclose(both[:, 0], 8 * (0.75 - fit) * has_box)  # loose boxes open the DSP too
+    with pytest.raises(ValueError, match="fit gate mode"):
+        FitGate("open")
 
 
 def test_the_fit_gate_is_sam_at_init_and_round_trips(tmp_path):
@@ -123,3 +134,28 @@ def test_train_cli_trains_the_fit_gate(tmp_path):
     gate = {k: v for k, v in plugin["state_dict"].items() if "fit_gate" in k}
     assert set(gate) == {"drp.fit_gate.scale", "drp.fit_gate.center"}
     assert (gate["drp.fit_gate.scale"] - 8.0).abs() > 1e-4 or (gate["drp.fit_gate.center"] - 0.75).abs() > 1e-4
+
+
+def test_the_fit_gate_trains_at_its_own_rate(tmp_path):
+    """--fit-gate-lr: at lr 1e-6 the rest hardly moves in 3 Adam steps, the gate at 0.2 moves ~0.2 a step
+    (the two-sided gate: the random toy SAM's masks fit no box tightly enough to move the closing one)."""
+    from conftest import SMALL_ARCH
+    from helpers import make_folder
+    from stablesam.cli import main
+    from stablesam.models.files import read_plugin, save_sam_file
+
+    sam_file = tmp_path / "small_sam.pt"
+    save_sam_file(build_small_sam(), SMALL_ARCH, sam_file)
+    data = make_folder(tmp_path / "toy", n=4)
+    common = ["train", "--data", str(data), "--model", f"sam:{sam_file}", "--cache", str(tmp_path / "cache"),
+              "--steps", "3", "--batch-size", "2", "--rts-mixture", "gt-box=1,noisy-box=1",
+              "--alpha-prior", "1", "--lr", "1e-6"]
+    assert main(common + ["--out", str(tmp_path / "plain"), "--fit-gate", "close"]) == 2  # no "fit" input
+    assert main(common + ["--out", str(tmp_path / "run"), "--routing-inputs", "prompt,iou,fit",
+                          "--fit-gate", "both", "--fit-gate-lr", "0.2"]) == 0
+    plugin = read_plugin(tmp_path / "run" / "plugin.pt")
+    assert plugin["config"].fit_gate == "both"
+    state, init = plugin["state_dict"], FitGate.START["both"]
+    moved = max(abs(state["drp.fit_gate.scale"].item() - init[0]), abs(state["drp.fit_gate.center"].item() - init[1]))
+    assert moved > 0.1
+    assert state["drp.fc2.bias"].abs().max() < 1e-5  # zero at init, 3 steps of lr 1e-6

@@ -26,6 +26,7 @@ OPTIONS = {
     "prompt tokens": PluginConfig(routing_inputs=("prompt",)),
     "iou token": PluginConfig(routing_inputs=("iou",)),
     "box fit": PluginConfig(routing_inputs=("fit",)),
+    "box fit, closing gate": PluginConfig(routing_inputs=("fit",), fit_gate="close"),
     "temperature": PluginConfig(routing_temperature=0.25),
     "all, every site": PluginConfig(routing_inputs=("prompt", "iou"), routing_temperature=0.5,
                                     extra_sites=("layer1", "final")),
@@ -85,6 +86,9 @@ def test_old_plugin_files_keep_their_routing():
     del old["routing_inputs"], old["routing_temperature"]
     assert PluginConfig.from_saved(old) == PluginConfig(routing_inputs=())
     assert PluginConfig().routing_inputs == ("prompt", "iou")  # today's default is not what absence means
+    fit = PluginConfig(routing_inputs=("fit",)).to_dict()
+    del fit["fit_gate"]  # written before the closing gate existed: the two-sided gate
+    assert PluginConfig.from_saved(fit).fit_gate == "both"
 
 
 def test_bad_routing_options_are_refused():
@@ -94,6 +98,8 @@ def test_bad_routing_options_are_refused():
     assert PluginConfig(routing_token="iou").routing_inputs == ("prompt",)
     with pytest.raises(ValueError, match="routing_temperature"):
         PluginConfig(routing_temperature=0.0)
+    with pytest.raises(ValueError, match="fit_gate"):
+        PluginConfig(routing_inputs=("fit",), fit_gate="open")
     with pytest.raises(ValueError, match="routing terms"):
         RoutingTerms(consistency=-1.0)
 

@@ -90,6 +90,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                   "(how tightly a box fits the frozen SAM's mask: one more decoder pass; SAM 1 / HQ-SAM); "
                   "none: the routing token only, as in the paper (default {default})", to_cli=",".join,
                   show=",".join, metavar="LIST")
+    tr.add_argument("--fit-gate", choices=["both", "close"], default=None,
+                    help="with the routing input fit: both (loose boxes open the DSP, tight ones close it) or "
+                         f"close (tight boxes close it, loose ones are left to the DRP; default {field_default(PluginConfig, 'fit_gate')})")
+    tr.add_argument("--fit-gate-lr", type=float, default=None, metavar="LR",
+                    help="Adam's learning rate for the fit gate's scale and centre (default: --lr; Adam moves a "
+                         "parameter about lr per step, so at lr 1e-4 the gate hardly moves in an epoch)")
     tr.add_argument("--routing-temperature", type=float, default=None, metavar="T",
                     help=f"α = softmax(z / T) (default {plugin('routing_temperature')})")
     # The terms act on the plugins: their defaults apply to --tune plugins (None here: decoder
@@ -173,10 +179,13 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.augment < 0:
         raise UsageError(f"--augment must be >= 0 views, got {args.augment}")
-    finite = [v for v in (args.lr, args.offset_range, args.epochs, args.routing_temperature) if v is not None]
+    finite = [v for v in (args.lr, args.fit_gate_lr, args.offset_range, args.epochs, args.routing_temperature)
+              if v is not None]
     if not all(math.isfinite(v) for v in finite) or (args.offset_range is not None and args.offset_range <= 0):
-        raise UsageError("--lr, --epochs, --offset-range and --routing-temperature must be finite numbers "
-                         "(and --offset-range positive)")
+        raise UsageError("--lr, --fit-gate-lr, --epochs, --offset-range and --routing-temperature must be finite "
+                         "numbers (and --offset-range positive)")
+    if args.fit_gate_lr is not None and args.fit_gate_lr <= 0:
+        raise UsageError(f"--fit-gate-lr must be positive, got {args.fit_gate_lr}")
     if args.batch_size < 1 or (args.lr is not None and args.lr <= 0) or (args.steps is not None and args.steps < 1) or \
             (args.epochs is not None and args.epochs <= 0) or args.checkpoint_every < 1:
         raise UsageError("--batch-size, --steps, --epochs, --checkpoint-every and --lr must be positive")
@@ -191,11 +200,13 @@ def run_train(args: argparse.Namespace) -> int:
         given = {"offset_range": args.offset_range, "routing_token": args.routing_token,
                  "routing_hidden": args.routing_hidden, "offset_width": args.offset_width,
                  "projection_rank": args.projection_rank, "offset_groups": args.offset_groups,
-                 "routing_temperature": args.routing_temperature}
+                 "routing_temperature": args.routing_temperature, "fit_gate": args.fit_gate}
         plugin_config = PluginConfig(sampled_pe=args.sampled_pe, use_routing=not args.no_drp,
                                      amplitude=args.amplitude, projection=not args.no_projection,
                                      extra_sites=sites, routing_inputs=inputs,
                                      **{k: v for k, v in given.items() if v is not None})
+        if not plugin_config.reads_fit and (args.fit_gate or args.fit_gate_lr is not None):
+            raise UsageError("--fit-gate and --fit-gate-lr need the routing input fit (--routing-inputs ...,fit)")
         given_terms = {"consistency": args.consistency, "alpha_prior": args.alpha_prior, "offset_reg": args.offset_reg,
                        "alpha_far": args.alpha_far}
         if args.tune != "plugins":
@@ -237,7 +248,7 @@ def run_train(args: argparse.Namespace) -> int:
         model=spec.text, data=[str(Path(p).resolve().name) for p in args.data], tune=args.tune,
         total_steps=args.steps or 0, batch_size=args.batch_size, lr=args.lr, seed=args.seed, rts=not args.no_rts,
         mixture=mixture.to_dict(), plugin=model.config.to_dict(), checkpoint_every=args.checkpoint_every,
-        terms=terms.to_dict(), augment=args.augment,
+        terms=terms.to_dict(), augment=args.augment, fit_gate_lr=args.fit_gate_lr,
     )
     if resume:  # a bad checkpoint is refused before any embedding
         try:

@@ -37,21 +37,35 @@ def box_fit(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
 
 
 class FitGate(nn.Module):
-    """The fit's say in α: adds s · (c − fit) to the DRP's logit for the deformed features, for
-    prompts with a box (clicks alone: 0). s and c are learnt; they start at s = 8, c = 0.75 (the
-    midpoint of the fits of ground-truth and `noisy-box@0.4` boxes on the development sets), so a
-    loose box starts with more of the DSP than a tight one. The gate needs no zero start: with the
-    DSP at identity the mix is x_p whatever α is, so the untrained plugin is still SAM.
+    """The fit's say in α: a term on the DRP's logit for the deformed features, for prompts with
+    a box (clicks alone: 0), with learnt s and c.
+
+    mode "both": s · (c − fit), starting at s = 8, c = 0.75 (the midpoint of the fits of
+    ground-truth and `noisy-box@0.4` boxes on the development sets), so a loose box starts with
+    more of the DSP than a tight one. mode "close": −s · max(0, fit − c), starting at s = 16,
+    c = 0.75: only boxes tighter than c lose DSP (a ground-truth box of fit 0.9 starts at −2.4),
+    looser ones are left to the DRP's MLP, so a set where even good boxes fit loosely (cluttered
+    scenes) is routed as without the gate. The gate needs no zero start: with the DSP at identity
+    the mix is x_p whatever α is, so the untrained plugin is still SAM.
     """
 
-    def __init__(self, scale: float = 8.0, center: float = 0.75):
+    START = {"both": (8.0, 0.75), "close": (16.0, 0.75)}
+
+    def __init__(self, mode: str = "both"):
         super().__init__()
-        self.scale = nn.Parameter(torch.tensor(float(scale)))
-        self.center = nn.Parameter(torch.tensor(float(center)))
+        if mode not in self.START:
+            raise ValueError(f"fit gate mode must be one of {tuple(self.START)}, got {mode!r}")
+        self.mode = mode
+        scale, center = self.START[mode]
+        self.scale = nn.Parameter(torch.tensor(scale))
+        self.center = nn.Parameter(torch.tensor(center))
 
     def forward(self, fit: torch.Tensor, has_box: torch.Tensor) -> torch.Tensor:
         """fit, has_box: (B,) -> (B, 2) logits to add to the DRP's (deformed, regular)."""
-        z = self.scale * (self.center - fit) * has_box
+        margin = self.center - fit
+        if self.mode == "close":
+            margin = margin.clamp(max=0)
+        z = self.scale * margin * has_box
         return torch.stack([z, torch.zeros_like(z)], dim=-1)
 
 

@@ -15,11 +15,12 @@ class DynamicRoutingPlugin(nn.Module):
     α1 + α2 = 1, so with an identity DSP the mix is exactly x_p; the last layer starts at zero,
     giving α = (0.5, 0.5) for every prompt. n_inputs > 1: t_o is the concatenation of the routing
     token and the extra inputs of `PluginConfig.routing_inputs`; T is `routing_temperature`.
-    fit_gate: the routing input "fit" (`box_fit.FitGate`) adds its term to the logits z.
+    fit_gate: with the routing input "fit", the mode of the `box_fit.FitGate` that adds its term
+    to the logits z ("both" or "close"); None without it.
     """
 
     def __init__(self, embed_dim: int = 256, hidden_dim: int = 32, n_inputs: int = 1, temperature: float = 1.0,
-                 fit_gate: bool = False):
+                 fit_gate: Optional[str] = None):
         super().__init__()
         self.fc1 = nn.Linear(embed_dim * n_inputs, hidden_dim)
         self.norm = nn.LayerNorm(hidden_dim)
@@ -28,7 +29,7 @@ class DynamicRoutingPlugin(nn.Module):
         self.temperature = temperature
         nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)
-        self.fit_gate = FitGate() if fit_gate else None
+        self.fit_gate = FitGate(fit_gate) if fit_gate else None
 
     def forward(self, token: torch.Tensor, fit: Optional[torch.Tensor] = None) -> torch.Tensor:
         """token: (B, n_inputs * C); fit: (B, 2) = (box fit, has a box), read by the fit gate.

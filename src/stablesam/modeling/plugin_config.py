@@ -6,6 +6,7 @@ from typing import Any, Dict, Tuple
 
 ROUTING_TOKENS = ("mask", "iou", "mean")
 ROUTING_INPUTS = ("prompt", "iou", "fit")
+FIT_GATES = ("both", "close")
 TOKEN_INPUTS = ("prompt", "iou")  # routing inputs read from the decoder's tokens
 EXTRA_SITES = ("layer1", "final")
 
@@ -53,6 +54,10 @@ class PluginConfig:
         decoder pass, without gradient, before each plugged one), through a learnt gate on α
         (`box_fit.FitGate`); SAM 1 and HQ-SAM models. Default "prompt" and "iou" (chosen by
         leave-one-dataset-out, docs/results/lodo.md); () is the paper's DRP.
+    fit_gate: how the routing input "fit" moves α (`box_fit.FitGate`): "both" adds s·(c − fit)
+        to the logit of the deformed features, so loose boxes open the DSP as tight ones close
+        it; "close" adds −s·max(0, fit − c), so it only closes the DSP for boxes that fit the base's
+        mask tightly and leaves loose ones to the rest of the DRP. Ignored without "fit".
     routing_temperature: α = softmax(z / T): T < 1 makes the routing more decisive for the same
         logits z (and scales their gradients by 1/T); 1 is the paper's softmax.
     The other extensions are off by default; each keeps the untrained plugin exactly SAM.
@@ -75,6 +80,7 @@ class PluginConfig:
     projection_rank: int = 32
     routing_inputs: Tuple[str, ...] = ("prompt", "iou")
     routing_temperature: float = 1.0
+    fit_gate: str = "both"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_sites", tuple(self.extra_sites))  # lists from JSON / plugin files
@@ -85,6 +91,8 @@ class PluginConfig:
                              f"{list(self.routing_inputs)}")
         # t_o itself is always read: an input naming the routing token adds nothing.
         object.__setattr__(self, "routing_inputs", tuple(x for x in self.routing_inputs if x != self.routing_token))
+        if self.fit_gate not in FIT_GATES:
+            raise ValueError(f"fit_gate must be one of {FIT_GATES}, got {self.fit_gate!r}")
         if not (math.isfinite(self.routing_temperature) and self.routing_temperature > 0):
             raise ValueError(f"routing_temperature must be a finite number > 0, got {self.routing_temperature}")
         unknown = sorted(set(self.extra_sites) - set(EXTRA_SITES))
@@ -144,4 +152,4 @@ class PluginConfig:
 
 # What a config written before an option existed meant by leaving it out: the paper's plugin.
 ABSENT_MEANS: Dict[str, Any] = {"offset_width": 0, "projection_rank": 0, "routing_inputs": [],
-                                "routing_temperature": 1.0}
+                                "routing_temperature": 1.0, "fit_gate": "both"}

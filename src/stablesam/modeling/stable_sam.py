@@ -24,7 +24,7 @@ def build_plugin_pair(c: PluginConfig) -> Tuple[DeformableSamplingPlugin, Dynami
     dsp = DeformableSamplingPlugin(c.embed_dim, c.kernel_size, c.offset_range, c.amplitude, c.offset_groups,
                                    c.projection, c.offset_width, c.projection_rank)
     return dsp, DynamicRoutingPlugin(c.embed_dim, c.routing_hidden, 1 + len(c.token_inputs), c.routing_temperature,
-                                     c.reads_fit)
+                                     c.fit_gate if c.reads_fit else None)
 
 
 class StableSam(nn.Module):

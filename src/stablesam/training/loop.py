@@ -194,6 +194,15 @@ def set_trainable(model: StableSam, tune: str) -> List[nn.Parameter]:
     return params
 
 
+def param_groups(model: StableSam, params: List[nn.Parameter], config: TrainConfig) -> List:
+    """Adam's parameters: one group at lr, or with --fit-gate-lr the fit gates in a group of their own."""
+    if config.fit_gate_lr is None or config.tune != "plugins":
+        return params
+    gate = {id(p) for name, p in model.named_parameters() if ".fit_gate." in name}
+    return [{"params": [p for p in params if id(p) not in gate]},
+            {"params": [p for p in params if id(p) in gate], "lr": config.fit_gate_lr}]
+
+
 def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out: Path,
           resume: bool = False, progress: bool = True, base_name: str = "sam") -> Dict:
     """Run (or resume) training; rank 0 writes the weights, config, log and checkpoints."""
@@ -212,7 +221,7 @@ def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out
     # interactive sessions), hence find_unused_parameters.
     runner = DistributedDataParallel(step_module, find_unused_parameters=config.tune != "plugins") \
         if distributed else step_module
-    optimizer = torch.optim.Adam(params, lr=config.lr)
+    optimizer = torch.optim.Adam(param_groups(model, params, config), lr=config.lr)
     ckpt_path = out / "checkpoint.pt"
     start, log, last_saved = 0, [], None
     if resume and ckpt_path.is_file():

@@ -20,7 +20,7 @@ CHECKPOINT_FORMAT = "stablesam-train-checkpoint"
 
 
 RESUME_KEYS = ("tune", "batch_size", "lr", "seed", "rts", "mixture", "plugin", "data", "model", "total_steps",
-               "terms", "augment")
+               "terms", "augment", "fit_gate_lr")
 
 
 class TrainingError(RuntimeError):
@@ -44,6 +44,7 @@ class TrainConfig:
     total_steps: int = 0
     batch_size: int = 8
     lr: Optional[float] = None  # Adam; None: DEFAULT_LR[tune]
+    fit_gate_lr: Optional[float] = None  # Adam's lr for the fit gate (routing input "fit"); None: lr
     seed: int = 0
     rts: bool = True
     mixture: Dict = field(default_factory=lambda: RtsMixture().to_dict())
@@ -73,6 +74,7 @@ def with_defaults(config: Dict) -> Dict:
         out["mixture"] = RtsMixture.saved_values(out["mixture"])
     out["terms"] = RoutingTerms.saved_values(out.get("terms"))
     out.setdefault("augment", 0)  # trained without augmented views
+    out.setdefault("fit_gate_lr", None)  # the fit gate trained at lr
     return out
 
 
