@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 from .. import __version__
-from ..modeling.plugin_config import PluginConfig
+from ..modeling.plugin_config import FIT_GATES, PluginConfig
 from ..training.record import DEFAULT_LR, TrainConfig
 from ..training.routing_terms import OFF, RoutingTerms
 from ..training.rts import RELEASE_0_1, RtsMixture
@@ -90,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                   "(how tightly a box fits the frozen SAM's mask: one more decoder pass; SAM 1 / HQ-SAM); "
                   "none: the routing token only, as in the paper (default {default})", to_cli=",".join,
                   show=",".join, metavar="LIST")
-    tr.add_argument("--fit-gate", choices=["both", "close"], default=None,
+    tr.add_argument("--fit-gate", choices=FIT_GATES, default=None,
                     help="with the routing input fit: both (loose boxes open the DSP, tight ones close it) or "
                          f"close (tight boxes close it, loose ones are left to the DRP; default {field_default(PluginConfig, 'fit_gate')})")
     tr.add_argument("--fit-gate-lr", type=float, default=None, metavar="LR",
