@@ -1,9 +1,10 @@
 """Decoder cost of the plugins: Stable-X / X time for 20 box prompts on a 64x64x256 image
 embedding (1024 px input), measured side by side (alternating), median of the ratios, for
 SAM 1 (ViT-B decoder) and SAM 2.1 (hiera-tiny decoder, with its two high-res feature maps);
-`--family embedded`: the embedded tiny SAM's decoder on its own 32x32 grid (512 px input).
+`--family sam3`: SAM 3's interactive tracker decoder on its 72x72 grid (1008 px input, two
+high-res maps); `--family embedded`: the embedded tiny SAM's decoder on its own 32x32 grid (512 px input).
 
-    python benchmarks/plugin_overhead.py [--family sam1|sam2|embedded|all] [--prompts 20] [--rounds 15] [--threads N]
+    python benchmarks/plugin_overhead.py [--family sam1|sam2|sam3|embedded|all] [--prompts 20] [--rounds 15] [--threads N]
         [--plugin-config '{"projection_rank": 0, "offset_width": 0}']   # another PluginConfig (this one: the paper's)
 """
 
@@ -36,6 +37,9 @@ def build(family: str):
         return sam_model_registry["vit_b"](), {}
     from stablesam.backends import get_backend
 
+    if family == "sam3":
+        return get_backend("sam3").build_tracker(), {
+            "high_res_feats": [torch.randn(1, 32, 288, 288), torch.randn(1, 64, 144, 144)]}
     return get_backend("sam2").build("sam2.1_hiera_t"), {
         "high_res_feats": [torch.randn(1, 32, 256, 256), torch.randn(1, 64, 128, 128)]}
 
@@ -47,7 +51,7 @@ def measure(family: str, args: argparse.Namespace) -> None:
     with torch.no_grad():  # trained-looking plugins: nonzero offsets, non-uniform α
         for p in model.plugin_parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    grid = 32 if family == "embedded" else 64
+    grid = {"embedded": 32, "sam3": 72}.get(family, 64)
     emb = torch.randn(1, 256, grid, grid)
     g = torch.Generator().manual_seed(0)
     scale = grid / 64  # boxes in the model's input frame (1024 px, or 512 px for the embedded model)
@@ -68,7 +72,7 @@ def measure(family: str, args: argparse.Namespace) -> None:
         t_base.append(a)
         t_stable.append(b)
         ratios.append(b / a)
-    name = {"sam1": "SAM", "sam2": "SAM 2.1", "embedded": "tiny SAM"}[family]
+    name = {"sam1": "SAM", "sam2": "SAM 2.1", "sam3": "SAM 3", "embedded": "tiny SAM"}[family]
     print(f"[{family}] plugin config: {args.plugin_config}; threads: {torch.get_num_threads()}, prompts per call: {args.prompts}, "
           f"embedding: {grid}x{grid}x256, rounds: {args.rounds} x {args.repeats} calls")
     print(f"{name + ' decoder:':<28}median {statistics.median(t_base) * 1e3:8.1f} ms / call")
@@ -81,7 +85,7 @@ def measure(family: str, args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--family", choices=("sam1", "sam2", "embedded", "all"), default="all")
+    parser.add_argument("--family", choices=("sam1", "sam2", "sam3", "embedded", "all"), default="all")
     parser.add_argument("--prompts", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--repeats", type=int, default=2)

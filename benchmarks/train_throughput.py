@@ -18,7 +18,7 @@ from stablesam.models.cache import encode_image
 from stablesam.training.record import TrainConfig
 from stablesam.training.objects import TrainObject
 from stablesam.training.loop import TrainStep, set_trainable, step_items
-from stablesam.backends.geometry import low_res_target
+from stablesam.modeling.geometry import low_res_target
 
 
 def peak_rss_mb() -> float:

@@ -13,6 +13,10 @@ base and every trained model are scored on the held-out SPEC's objects of --eval
 optional (all objects). A variant is NAME=ARGS: `stablesam train` options as one shell string
 (not --data, --model, --out, --split, --cache, --resume, which this script sets).
 
+A derived variant (--derived NAME=VARIANT:OPTION=VALUE[,...]) is a trained plugin variant's file
+with decode-time options set (`scripts/set_plugin_options.py`, e.g. the output selector:
+'strong_iou=strong:selector=iou'), scored like the others without training again.
+
 Resumable: rerun the same command; --table-only writes the table of what has finished without
 running anything (e.g. while other processes run other --folds). A finished evaluation or training is skipped, an interrupted
 training continues (--resume); a variant rerun with other arguments is refused (pick another
@@ -39,6 +43,7 @@ from typing import Dict, List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
+sys.path.insert(0, str(REPO / "scripts"))  # set_plugin_options, also when imported by path
 
 from stablesam.cli import build_parser  # noqa: E402
 from stablesam.cli import main as stablesam  # noqa: E402
@@ -80,6 +85,25 @@ def fold_name(spec: str, data_root: Optional[str]) -> str:
     return "+".join(source.name for source in parse_spec(spec, data_root=data_root))
 
 
+def parse_derived(text: str, variants: List[tuple]) -> tuple:
+    """'NAME=VARIANT:OPT=V,OPT=V' -> (NAME, VARIANT, {option: value}); VARIANT must train a plugin."""
+    from set_plugin_options import parse_options
+    from stablesam.modeling import PluginConfig
+
+    name, sep, rest = text.partition("=")
+    source, colon, options = rest.partition(":")
+    plugin_variants = [v[0] for v in variants if v[2] == "plugin"]
+    if not sep or not colon or source not in plugin_variants:
+        raise LodoError(f"--derived {text!r}: expected NAME=VARIANT:OPTION=VALUE[,...] with VARIANT one of "
+                        f"the plugin --variants {plugin_variants}")
+    try:
+        changes = parse_options(o for o in options.split(",") if o)
+        PluginConfig(**changes)  # the values' own checks, before any work
+        return name.strip(), source, changes
+    except ValueError as e:
+        raise LodoError(f"--derived {name}: {e}") from None
+
+
 def run(argv: List[str], what: str) -> None:
     print(f"lodo: {what}: stablesam {shlex.join(argv)}", flush=True)
     code = stablesam(argv)
@@ -105,11 +129,11 @@ def evaluate(held: str, model: str, out: Path, args: argparse.Namespace, runtime
     split = ["--split", args.eval_split] if args.eval_split else []
     limit = ["--limit", str(args.limit)] if args.limit else []
     run(["eval", "--data", held, *split, "--model", model, "--prompts", args.prompts, "--samples", str(args.samples),
-         "--seed", str(args.seed), *limit, "--out", str(out), *runtime], f"eval {model} on {held}")
+         "--seed", str(args.seed), *limit, "--out", str(out), "--force", *runtime], f"eval {model} on {held}")
 
 
 def run_fold(held: str, fold: str, train_specs: List[str], variants: List[tuple], args: argparse.Namespace,
-             runtime: List[str]) -> None:
+             runtime: List[str], derived: List[tuple] = ()) -> None:
     out = Path(args.out) / fold
     scoring = {"data": held, "eval_split": args.eval_split, "prompts": args.prompts, "samples": args.samples,
                "seed": args.seed, "limit": args.limit}
@@ -122,10 +146,20 @@ def run_fold(held: str, fold: str, train_specs: List[str], variants: List[tuple]
         weights = folder / "train" / f"{stem}.pt"
         if not weights.is_file():
             split = ["--split", args.train_split] if args.train_split else []
-            resume = ["--resume"] if (folder / "train" / "checkpoint.pt").is_file() else []
+            # this script's own folder: resumed from its checkpoint, or started afresh (--force keeps other files)
+            resume = ["--resume"] if (folder / "train" / "checkpoint.pt").is_file() else ["--force"]
             run(["train", "--data", *train_specs, *split, "--model", args.model, "--out", str(folder / "train"),
                  *train_args, *resume, *runtime], f"train {name} without {fold}")
         evaluate(held, f"{args.model}+{stem}={weights}", folder / "eval", args, runtime)
+    for name, source, options in derived:
+        from set_plugin_options import set_options
+
+        folder = out / name
+        check_recorded(folder, {"model": args.model, "from": source, "options": options, **scoring})
+        weights = folder / "plugin.pt"
+        if not weights.is_file():
+            set_options(out / source / "train" / "plugin.pt", weights, options)
+        evaluate(held, f"{args.model}+plugin={weights}", folder / "eval", args, runtime)
 
 
 # ----------------------------------------------------------------------------- the table
@@ -252,6 +286,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="the base SAM, without plugins (default tiny-sam)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=ARGS",
                    help="a `stablesam train` argument set (repeat); e.g. 'default=--epochs 4'")
+    p.add_argument("--derived", action="append", default=[], metavar="NAME=VARIANT:OPTIONS",
+                   help="a plugin variant's file with decode-time options, e.g. 'strong_iou=strong:selector=iou'")
     p.add_argument("--train-split", default=None, metavar="FILE", help="split list of the training objects")
     p.add_argument("--eval-split", default=None, metavar="FILE", help="split list of the held-out objects")
     p.add_argument("--prompts", default=DEFAULT_PROMPTS, help=f"prompt types (default {DEFAULT_PROMPTS})")
@@ -273,7 +309,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if "+" in args.model:
             raise LodoError(f"--model {args.model}: the base must not carry plugin or decoder weights")
         variants = [parse_variant(v) for v in args.variant]
-        if len({v[0] for v in variants}) != len(variants):
+        derived = [parse_derived(d, variants) for d in args.derived]
+        if len({v[0] for v in variants} | {d[0] for d in derived}) != len(variants) + len(derived):
             raise LodoError("two variants share a name")
         names = [fold_name(spec, args.data_root) for spec in args.data]
         if len(set(names)) != len(names):
@@ -287,14 +324,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                    *(["--data-root", args.data_root] if args.data_root else [])]
         for spec, fold in zip(args.data, names):
             if fold in chosen and not args.table_only:
-                run_fold(spec, fold, [s for s in args.data if s != spec], variants, args, runtime)
+                run_fold(spec, fold, [s for s in args.data if s != spec], variants, args, runtime, derived)
     except LodoError as e:
         print(f"lodo: error: {e}", file=sys.stderr)
         return 2
     meta = {"command": "python scripts/lodo.py " + shlex.join(sys.argv[1:] if argv is None else argv),
             "samples": args.samples, "seed": args.seed, "eval_split": args.eval_split,
             "train_split": args.train_split, "variants": {n: a for n, a, _ in variants}}
-    build_table(Path(args.out), names, [v[0] for v in variants], args.prompts.split(","), meta)
+    build_table(Path(args.out), names, [v[0] for v in variants] + [d[0] for d in derived], args.prompts.split(","), meta)
     print((Path(args.out) / "lodo.md").read_text())
     print(f"wrote {Path(args.out) / 'lodo.md'} and {Path(args.out) / 'lodo.json'}")
     return 0

@@ -8,6 +8,7 @@ opening fence (invisible on the rendered page):
     <!-- readme: quick-start -->     the install + first segmentation command
     <!-- readme: test -->            the test command
     <!-- readme: not-run -->         a Python block the snippet test leaves out (the README says why)
+    <!-- readme: fiftyone -->        the FiftyOne example: tests/test_fiftyone.py runs it in its own process
 
 Usage: `python3 scripts/readme_commands.py quick-start` prints that block's command;
 `--list` prints every block's name, language and line. Standard library only (CI runs it
@@ -75,9 +76,10 @@ def command(name: str, text: Optional[str] = None) -> str:
 
 
 def python_snippets(text: Optional[str] = None) -> List[Block]:
-    """The README's Python blocks that are meant to run as written (all but `not-run`)."""
+    """The README's Python blocks that are meant to run as written here (all but `not-run`, and
+    `fiftyone`, which its own test runs in a process of its own)."""
     return [b for b in blocks(README.read_text() if text is None else text)
-            if b.lang == "python" and b.name != "not-run"]
+            if b.lang == "python" and b.name not in ("not-run", "fiftyone")]
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -15,7 +15,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 # chromium (the reason names it: "needs the [hq] extra", "needs Debian's chromium"), and
 # `.ci/run` reruns those once it has installed them.
 SKIP_LOG = "STABLESAM_SKIP_LOG"
-MISSING_EXTRA = re.compile(r"\[(hq|hf|sam2|label-studio)\] extra|chromium")
+MISSING_EXTRA = re.compile(r"\[(hq|hf|sam2|sam3|label-studio|napari|ray|fiftyone)\] extra|chromium|Xvfb")
 
 
 @pytest.fixture(autouse=True)

@@ -109,15 +109,17 @@ def test_no_test_module_imports_another():
     assert not found, found
 
 
-# Layers, top to bottom: a module imports only from its own layer or below. The model layer is
-# one: the plugins (modeling) wrap any family through the backends' registry, and the families'
-# predictors read embeddings through the models' cache.
+# Layers, top to bottom: a module imports only from its own layer or below. The model layers:
+# models (SPECs, files, loading, the embedding cache) over backends (one subpackage per SAM
+# family: adapter, predictor, automatic masks) over modeling (the plugins, and the family
+# interface and registry they wrap a model through).
 LAYERS = {
     "cli": 5, "__main__": 5, "commands": 5, "demo": 5, "label_studio": 5,
+    "annotate": 5, "integrations": 5, "napari": 5, "reproduce": 5,
     "training": 4, "export": 4,  # both use evaluation's metrics and simulated clicks
     "evaluation": 3,
-    "models": 2, "backends": 2, "modeling": 2,
-    "data": 1, "prompts": 1, "fileio": 1,
+    "models": 2.3, "backends": 2.2, "modeling": 2.1,
+    "data": 1, "prompts": 1, "fileio": 1, "limits": 1, "precision": 1,
 }
 
 
@@ -131,3 +133,18 @@ def test_imports_point_down_the_layers():
                 upward.append(f"{module} -> {dep}")
     assert not upward, upward
     assert set(LAYERS) >= {m.split(".")[1] for m in module_files() if m != "stablesam"}
+
+
+def test_each_family_is_one_subpackage():
+    """backends/ holds one subpackage per registered family and only the modules all families
+    share; no family module imports another family's."""
+    from stablesam.backends import families
+
+    backends = PACKAGE / "backends"
+    subpackages = {p.parent.name for p in backends.glob("*/__init__.py")}
+    assert subpackages == {b.family for b in families()}
+    assert {p.stem for p in backends.glob("*.py")} == {"__init__", "predictor", "automatic", "official"}
+    crossing = [f"{m} -> {d}" for m, deps in import_graph().items() if m.startswith("stablesam.backends.")
+                for d in deps if d.startswith("stablesam.backends.") and len(m.split(".")) > 3
+                and len(d.split(".")) > 3 and m.split(".")[2] != d.split(".")[2]]
+    assert not crossing, crossing

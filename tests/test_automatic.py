@@ -76,17 +76,17 @@ def test_default_generator_finds_masks_on_the_shipped_examples(embedded_model, n
     """The generator's defaults are the model's: the embedded model records its calibrated
     thresholds (with SAM's 0.88 / 0.95 it keeps no mask of either photo)."""
     assert automatic_defaults(embedded_model) == AUTOMATIC_DEFAULTS == {
-        "pred_iou_thresh": 0.3, "stability_score_thresh": 0.5}
+        "pred_iou_thresh": 0.3, "stability_score_thresh": 0.3}
     gen = StableSamAutomaticMaskGenerator(embedded_model, points_per_side=8)
-    assert (gen.pred_iou_thresh, gen.stability_score_thresh) == (0.3, 0.5)
+    assert (gen.pred_iou_thresh, gen.stability_score_thresh) == (0.3, 0.3)
     records = gen.generate(load_image(EXAMPLES_DIR / name))
     assert len(records) >= 1  # SAM's own thresholds (0.88 / 0.95) find none here
-    assert all(r["predicted_iou"] > 0.3 and r["stability_score"] >= 0.5 for r in records)
+    assert all(r["predicted_iou"] > 0.3 and r["stability_score"] >= 0.3 for r in records)
 
 
 def test_given_thresholds_win_and_other_models_keep_sams(embedded_model, small_model):
     by_name = StableSamAutomaticMaskGenerator(embedded_model, pred_iou_thresh=0.7)
-    assert (by_name.pred_iou_thresh, by_name.stability_score_thresh) == (0.7, 0.5)
+    assert (by_name.pred_iou_thresh, by_name.stability_score_thresh) == (0.7, 0.3)
     by_position = StableSamAutomaticMaskGenerator(embedded_model, 8, 16, 0.6, 0.9)
     assert (by_position.pred_iou_thresh, by_position.stability_score_thresh) == (0.6, 0.9)
     assert automatic_defaults(small_model) == {}  # a model that records none: SAM's generator defaults
@@ -102,8 +102,8 @@ def test_everything_cli_uses_the_models_thresholds(embedded_model, tmp_path, cap
     rc, stdout, err = run(capsys, path, "--everything", "--points-per-side", 8, "--out", tmp_path / "m")
     assert rc == 0, err
     summary = json.loads((tmp_path / "m" / "masks.json").read_text())
-    assert summary["settings"]["pred_iou_thresh"] == 0.3 and summary["settings"]["stability_score_thresh"] == 0.5
-    assert "predicted IoU > 0.3, stability >= 0.5" in stdout
+    assert summary["settings"]["pred_iou_thresh"] == 0.3 and summary["settings"]["stability_score_thresh"] == 0.3
+    assert "predicted IoU > 0.3, stability >= 0.3" in stdout
     api = StableSamAutomaticMaskGenerator(embedded_model, points_per_side=8, points_per_batch=CPU_MAX_BATCH)
     records = sorted(api.generate(load_image(path)), key=lambda r: -r["area"])
     assert summary["count"] == len(records) > 0
@@ -157,10 +157,12 @@ def test_everything_writes_masks_overlay_and_summary(tmp_path, capsys, fake_embe
         assert (mask > 0).sum() == record["area"]
         assert {"bbox", "predicted_iou", "stability_score", "point_coords", "crop_box"} <= record.keys()
     assert Image.open(out / "overlay.png").size == (w, h)
-    (out / "mask_999.png").write_bytes(b"stale")  # a rerun replaces the whole folder
+    (out / "mask_999.png").write_bytes(b"not listed in masks.json")  # kept: --force replaces only its own files
     rc, _, err = run(capsys, EXAMPLE_IMAGE, *EVERYTHING, "--model", "tiny-sam", "--out", out)
+    assert rc == 2 and "not empty" in err  # a folder that is not empty needs --force
+    rc, _, err = run(capsys, EXAMPLE_IMAGE, *EVERYTHING, "--model", "tiny-sam", "--out", out, "--force")
     assert rc == 0, err
-    assert not (out / "mask_999.png").exists() and json.loads((out / "masks.json").read_text())["plugins"] is False
+    assert (out / "mask_999.png").exists() and json.loads((out / "masks.json").read_text())["plugins"] is False
     assert [p.name for p in work.iterdir()] == ["masks"]  # no temporary folders left
 
 
@@ -193,4 +195,17 @@ def test_everything_bad_files(tmp_path, capsys, fake_embedded):
     other.mkdir()
     (other / "keep.txt").write_text("mine")
     rc, _, err = run(capsys, EXAMPLE_IMAGE, "--everything", "--out", other)
-    assert rc == 2 and "holds other files" in err and [p.name for p in other.iterdir()] == ["keep.txt"]
+    assert rc == 2 and "not empty" in err and [p.name for p in other.iterdir()] == ["keep.txt"]
+
+
+def test_everything_picks_the_devices_grid_prints_it_and_shows_progress(tmp_path, capsys, fake_embedded):
+    from stablesam.commands.segment import EverythingConfig
+
+    cpu = EverythingConfig().cpu_points_per_side
+    rc, stdout, err = run(capsys, EXAMPLE_IMAGE, "--everything", "--pred-iou-thresh", 0, "--stability-thresh", 0,
+                          "--device", "cpu", "--out", tmp_path / "m")
+    assert rc == 0, err
+    assert f"grid: {cpu}x{cpu} clicks (the CPU default; --points-per-side N to change)" in stdout
+    assert f"from a {cpu}x{cpu} grid" in stdout
+    assert "automatic masks" in err and f"{cpu * cpu}/{cpu * cpu}" in err  # the progress bar, to its end
+    assert EverythingConfig().points_per_side("cuda") == 32 and EverythingConfig().points_per_side("cpu") == cpu

@@ -29,7 +29,7 @@ def family_generator(family, sam, **options):
     if family == "sam2":
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
-        from stablesam.backends.sam2_predictor import fit_feature_sizes
+        from stablesam.backends.sam2.predictor import fit_feature_sizes
 
         gen = SAM2AutomaticMaskGenerator(sam, **options)
         fit_feature_sizes(gen.predictor)  # the 512 px test model

@@ -39,7 +39,7 @@ FROM_DATACLASSES = {
     ("export-onnx", "--opset"): 17, ("export-onnx", "--verify-prompts"): 20,
     ("demo", "--max-bytes"): 20_000_000, ("demo", "--max-images"): 8, ("demo", "--max-pixels"): 25_000_000,
     ("label-studio", "--max-bytes"): 20_000_000, ("label-studio", "--max-images"): 8,
-    ("segment", "--points-per-side"): 32, ("segment", "--min-area"): 0,
+    ("segment", "--min-area"): 0,
 }
 
 

@@ -61,7 +61,7 @@ def test_wrong_family_checkpoint_and_missing_extra(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sam2" else real(name, *a))
     assert main([*args, "--model", f"sam2.1_hiera_t:{sam1}"]) == 2
     err = capsys.readouterr().err
-    assert 'pip install "stablesam[sam2]"' in err
+    assert 'pip install "stable-segment-anything[sam2]"' in err
 
 
 def test_eval_and_cache_per_family(tmp_path, capsys):

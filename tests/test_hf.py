@@ -101,7 +101,7 @@ def test_folders_and_plugin_family(hf, stable, tmp_path):
     with pytest.raises(CheckpointError, match="not a transformers model folder"):
         backend.load("hf", tmp_path, torch.device("cpu"))
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
-    with pytest.raises(CheckpointError, match="'bert' model, not SamModel or Sam2Model"):
+    with pytest.raises(CheckpointError, match="'bert' model, not SamModel, Sam2Model or Sam3TrackerModel"):
         backend.load("hf", tmp_path, torch.device("cpu"))
     model = stable[0]
     perturb_plugins(model)

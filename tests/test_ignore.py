@@ -12,7 +12,7 @@ from conftest import SHARED_DATA
 from stablesam.data.datasets import FolderDataset, is_trimap
 from stablesam.training.losses import bce_dice_loss
 from stablesam.evaluation.metrics import boundary_iou, mask_iou
-from stablesam.backends.geometry import low_res_target
+from stablesam.modeling.geometry import low_res_target
 
 
 def trimap() -> np.ndarray:

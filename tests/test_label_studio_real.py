@@ -14,7 +14,8 @@ on a free port, fetching the upload with a personal access token), then:
 
 Label Studio is found as STABLESAM_LABEL_STUDIO (the path of its `label-studio` command), else
 beside this Python, else in .venv-label-studio/ at the repository's root, else on PATH; it may
-live in a virtual environment of its own (`pip install label-studio`). Set
+live in a virtual environment of its own (`pip install label-studio==1.23.2 "sentry-sdk<3"`: with
+sentry-sdk 3, which pip resolves otherwise, every `label-studio` command fails). Set
 STABLESAM_RECORD_LABEL_STUDIO=DIR to write the requests Label Studio sent and the answers
 (tests/data/label_studio/ holds such a recording, replayed by tests/test_label_studio.py).
 """
@@ -52,7 +53,8 @@ def label_studio_command() -> Optional[str]:
 COMMAND = label_studio_command()
 if COMMAND is None:
     pytest.skip("needs Label Studio: python3 -m venv .venv-label-studio && .venv-label-studio/bin/pip install "
-                "label-studio (or STABLESAM_LABEL_STUDIO=its label-studio command)", allow_module_level=True)
+                "label-studio==1.23.2 \"sentry-sdk<3\" (or STABLESAM_LABEL_STUDIO=its label-studio command)",
+                allow_module_level=True)
 EXTRA = 'needs the [label-studio] extra: pip install -e ".[label-studio]"'
 pytest.importorskip("label_studio_sdk", reason=EXTRA)
 httpx = pytest.importorskip("httpx", reason=EXTRA)

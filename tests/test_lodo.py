@@ -31,6 +31,7 @@ def study(tmp_path):
             "--eval-split", str(tmp_path / "val.txt"), "--samples", "3", "--prompts", PROMPTS,
             "--variant", "plugins=--steps 2 --batch-size 2 --consistency 1 --routing-inputs prompt",
             "--variant", "dt=--tune decoder --steps 2 --batch-size 2 --lr 1e-4",
+            "--derived", "plugins_iou=plugins:selector=iou,selector_margin=0.01",
             "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "lodo")]
     return tmp_path, args
 
@@ -56,6 +57,14 @@ def test_lodo_runs_every_fold_writes_the_table_and_resumes(study, monkeypatch, c
     assert set(alpha) == set(PROMPTS.split(",")) and all(0 < a < 1 for a in alpha.values())
     assert all(a is None for a in report["variants"]["dt"]["mean"]["alpha"].values())
     assert (out / "alpha" / "plugins" / "train" / "plugin.pt").is_file()
+    # the derived variant: the trained plugin's file with the output selector, scored on every fold
+    from stablesam.models.files import read_plugin
+
+    derived = read_plugin(out / "alpha" / "plugins_iou" / "plugin.pt")
+    assert derived["config"].selector == "iou" and derived["config"].selector_margin == 0.01
+    trained_plugin = read_plugin(out / "alpha" / "plugins" / "train" / "plugin.pt")
+    assert all((derived["state_dict"][k] == v).all() for k, v in trained_plugin["state_dict"].items())
+    assert report["variants"]["plugins_iou"]["finished"] == "2 of 2 folds"
     assert (out / "beta" / "dt" / "train" / "decoder.pt").is_file()
     trained = json.loads((out / "alpha" / "plugins" / "train" / "config.json").read_text())
     assert trained["data"] == ["beta"] and trained["terms"]["consistency"] == 1.0  # alpha held out
@@ -100,6 +109,12 @@ def test_lodo_refuses_bad_studies(study, capsys):
     assert lodo.main(["--data", *data, "--variant", "a=--no-such-option", "--out", str(tmp / "x")]) == 2
     assert lodo.main(["--data", *data, "--variant", "base=--steps 1", "--out", str(tmp / "x")]) == 2
     assert lodo.main(["--data", *data, "--folds", "gamma", "--out", str(tmp / "x")]) == 2
+    dt = ["--variant", "dt=--tune decoder --steps 1"]
+    assert lodo.main(["--data", *data, *dt, "--derived", "d=dt:selector=iou", "--out", str(tmp / "x")]) == 2
+    assert lodo.main(["--data", *data, "--variant", "p=--steps 1", "--derived", "d=p:selector=vote",
+                      "--out", str(tmp / "x")]) == 2
     err = capsys.readouterr().err
-    for text in ("at least two", "must not carry", "set by this script", "does not accept", "not 'base'", "gamma"):
+    for text in ("at least two", "must not carry", "set by this script", "does not accept", "not 'base'", "gamma",
+                 "plugin --variants []",
+                 "selector must be one of"):
         assert text in err

@@ -191,7 +191,7 @@ def test_cli_export_and_verify(tmp_path, capsys):
     diffs = [float(v.split()[-1]) for v in line.split(":", 1)[1].split("(")[0].split(",")]
     assert len(diffs) == 4 and max(diffs) < TOL and "(ok" in line
     assert "time per prompt" in stdout and "onnxruntime" in stdout
-    rc, stdout, err = run_cli(capsys, "--model", "tiny-stable-sam", "--plugins", "off", "--out", out)
+    rc, stdout, err = run_cli(capsys, "--model", "tiny-stable-sam", "--plugins", "off", "--out", out, "--force")
     assert rc == 0 and "plugins off" in stdout
 
 
@@ -222,5 +222,5 @@ def test_cli_without_onnxruntime(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(importlib, "import_module", fake)
     out = tmp_path / "d.onnx"
     rc, _, err = run_cli(capsys, "--out", out, "--verify")
-    assert rc == 2 and 'pip install "stablesam[onnx]"' in err and "onnxruntime" in err
+    assert rc == 2 and 'pip install "stable-segment-anything[onnx]"' in err and "onnxruntime" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()

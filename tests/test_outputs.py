@@ -124,7 +124,7 @@ def test_export_onnx_replaces_a_file_saying_so_and_keeps_its_mode(tmp_path, caps
     rc, stdout, err = run(capsys, "export-onnx", "--out", out)
     assert rc == 0 and stdout.startswith(f"wrote {out}"), err
     out.chmod(0o604)
-    rc, stdout, err = run(capsys, "export-onnx", "--out", out)
+    rc, stdout, err = run(capsys, "export-onnx", "--out", out, "--force")
     assert rc == 0 and stdout.startswith(f"replaced {out}"), err
     assert (out.stat().st_mode & 0o777) == 0o604 and not leftovers(tmp_path)
 

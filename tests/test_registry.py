@@ -4,19 +4,21 @@ extra and help lines; the SPEC syntax, checkpoint detection and `stablesam info`
 import pytest
 import torch
 
-from stablesam.backends import registry
-from stablesam.backends.base import Backend
+import stablesam.backends  # noqa: F401  (registers every family)
+from stablesam.modeling import registry
+from stablesam.modeling.family import Backend
 from stablesam.models.spec import SAM_ACCEPTED
 
-# The accepted-SPEC text as releases before the registry wrote it by hand: the registry's lines
-# must rebuild it exactly.
+# The accepted-SPEC text as releases before the registry wrote it by hand (plus SAM 3's line and
+# Sam3TrackerModel in the hf line): the registry's lines must rebuild it exactly.
 HISTORICAL_ACCEPTED = """accepted model SPECs:
   vit_b:PATH, vit_l:PATH, vit_h:PATH   SAM from an official checkpoint (plugins off)
   sam:PATH                             SAM from a stablesam SAM file (architecture + weights)
-  hq_vit_b|l|h|tiny:PATH               HQ-SAM from an official checkpoint       (pip install "stablesam[hq]")
-  sam2.1_hiera_t|s|b+|l:PATH           SAM 2.1 from an official checkpoint      (pip install "stablesam[sam2]")
-  sam2_hiera_t|s|b+|l:PATH             SAM 2 from an official checkpoint        (pip install "stablesam[sam2]")
-  hf:DIR                               transformers SamModel/Sam2Model folder   (pip install "stablesam[hf]")
+  hq_vit_b|l|h|tiny:PATH               HQ-SAM from an official checkpoint       (pip install "stable-segment-anything[hq]")
+  sam2.1_hiera_t|s|b+|l:PATH           SAM 2.1 from an official checkpoint      (pip install "stable-segment-anything[sam2]")
+  sam2_hiera_t|s|b+|l:PATH             SAM 2 from an official checkpoint        (pip install "stable-segment-anything[sam2]")
+  hf:DIR                               transformers SamModel/Sam2Model/Sam3TrackerModel folder (pip install "stable-segment-anything[hf]")
+  sam3:PATH                            SAM 3 (interactive path) from sam3.pt   (pip install "stable-segment-anything[sam3]")
   tiny-sam, tiny-stable-sam            the embedded base model / the embedded Stable-SAM
   SPEC+plugin=PATH                     Stable-SAM: that SAM with the plugin file at PATH
   SPEC+decoder=PATH                    that SAM with decoder-tuned weights (DT baseline)"""
@@ -24,7 +26,7 @@ HISTORICAL_ACCEPTED = """accepted model SPECs:
 
 def test_every_family_declares_what_the_package_asks_of_it():
     found = registry.families()
-    assert [b.family for b in found] == ["sam1", "hq", "sam2", "hf"]
+    assert [b.family for b in found] == ["sam1", "hq", "sam2", "hf", "sam3"]
     for backend in found:
         assert backend.title and backend.requires and backend.variants and backend.spec_help
         assert (backend.extra is None) == (backend.family == "sam1")  # only SAM 1 is a base dependency
@@ -39,6 +41,7 @@ def test_every_family_declares_what_the_package_asks_of_it():
     (["mask_decoder.hf_token.weight", "mask_decoder.x"], "hq"),
     (["vision_encoder.x", "mask_decoder.transformer.layers.0.layer_norm1.weight"], "hf"),
     (["mask_decoder.x", "image_encoder.x"], "sam1"),
+    (["tracker.sam_mask_decoder.x", "detector.backbone.x"], "sam3"),  # sam3.pt's layout
     (["something.else"], None),
 ])
 def test_checkpoint_signatures(keys, family):
@@ -60,7 +63,7 @@ def test_a_new_family_is_one_registered_class():
         assert registry.accepted_lines()[-1] == ToyBackend.spec_help[0]
         assert registry.checkpoint_family({"toy_decoder.x": 0}) == "toy"
         assert not registry.installed("toy")
-        with pytest.raises(ImportError, match=r'pip install "stablesam\[toy\]"'):
+        with pytest.raises(ImportError, match=r'pip install "stable-segment-anything\[toy\]"'):
             registry.require("toy")
         with pytest.raises(ValueError, match="new name"):
             registry.register_family(ToyBackend)

@@ -12,7 +12,7 @@ from conftest import build_small_sam, perturb_plugins
 from helpers import PROMPTS, assert_batch_equals_singles, assert_identity, assert_one_step_trains_only_plugins
 from stablesam import CheckpointError, StableSam, StableSamPredictor, save_plugin
 from stablesam.backends import Embedding, get_backend
-from stablesam.backends.sam2_predictor import plain_predictor
+from stablesam.backends.sam2.predictor import plain_predictor
 from stablesam.models.files import attach_plugin
 from stablesam.backends.official import load_family_weights
 

@@ -23,7 +23,7 @@ def test_segment_example_image(tmp_path, capsys, fake_embedded):
     assert Image.open(ov).size == (w, h)
     assert "predicted IoU:" in stdout and "alpha =" in stdout
     rc, stdout, _ = run(capsys, EXAMPLE_IMAGE, "--point", "200,150", "--point", "20,20,0", "--multimask",
-                        "--model", "tiny-sam", "--out", out)
+                        "--model", "tiny-sam", "--out", out, "--force")  # (out exists: replaced with --force)
     assert rc == 0 and "best of 3" in stdout and "plugins off" in stdout
 
 

@@ -7,6 +7,11 @@ only test that also holds for root, who passes every permission check. `write_to
 writes each file into a temporary file beside it and renames them into place only when all
 were written, so a command leaves every output or none (a failed rename puts back what was
 renamed before it). A replaced file keeps its permission bits; a new one gets the umask's.
+
+No command deletes or replaces a file it did not write: an output file that exists is refused
+unless the user passes --force (`check_new_file`), and an output folder must be new or empty
+unless --force (`check_output_folder`); with --force a command replaces only the files it
+writes itself, each atomically, and keeps every other file in the folder.
 """
 
 import errno
@@ -19,7 +24,6 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
-import torch
 from PIL import Image
 
 from .data.images import InputError
@@ -90,6 +94,28 @@ def check_writable(path: Path, option: str, folder: bool = False) -> None:
         raise OutputError(f"{option} {path}: {problem}")
 
 
+def check_new_file(path: Path, option: str, force: bool) -> None:
+    """OutputError when the output file `path` exists (or is a link) and `force` is off."""
+    path = Path(path)
+    if (path.exists() or path.is_symlink()) and not force:
+        raise OutputError(f"{option} {path} exists; pass --force to replace it (or give a new name)")
+
+
+def check_output_folder(folder: Path, option: str, force: bool, hint: str = "") -> None:
+    """An output folder: OutputError when `folder` is no folder, is not empty and `force` is
+    off (`hint` adds what else is accepted), or is where files cannot be created."""
+    folder = Path(folder)
+    problem = not_a_folder(folder)
+    if problem:
+        raise OutputError(f"{option} {problem}")
+    if folder.is_dir() and not force and any(folder.iterdir()):
+        raise OutputError(f"{option} {folder} is not empty; give a new or empty folder{hint}, or pass --force to "
+                          "replace this command's own files in it (other files are kept)")
+    problem = folder_problem(folder)
+    if problem:
+        raise OutputError(f"{option} {folder}: {problem}")
+
+
 def stage(path: Path, write: Callable) -> str:
     """write(f) into a new temporary file beside `path` (same folder: the rename is atomic),
     with the mode `path` has (or the umask's for a new file); returns its name."""
@@ -105,8 +131,10 @@ def stage(path: Path, write: Callable) -> str:
 
             mode = 0o666 & ~current_umask()  # mkstemp makes 0600 files
         os.chmod(tmp, mode)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:
+            e.filename = str(path)  # a full disk names no file: name the one being written
         raise
     return tmp
 
@@ -154,6 +182,8 @@ def current_umask() -> int:
 
 def atomic_torch_save(obj: Any, path: PathLike) -> None:
     """torch.save to a temporary file in the same folder, then rename over `path`."""
+    import torch
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)

@@ -1,15 +1,19 @@
-"""SAM families and the model registry: one backend module per family (`sam1`, `hq`, `sam2`,
-`hf`), each registered with `registry.register_family`; `backend_for(model)` finds a model's,
-`get_backend(name)` names one. Also here: what every family shares (`base`, the frame
-`geometry`, `official` checkpoint loading, the Stable predictor and automatic-mask generator).
+"""The SAM families, one subpackage each (`sam1`, `hq`, `sam2`, `hf`, `sam3`): a family's
+backend (what the plugins need to know about its models, registered with
+`stablesam.modeling.registry.register_family`), its Stable predictor and its automatic-mask
+generator. What every family shares sits here: the reference Stable predictor (`predictor`),
+the reference automatic-mask generator (`automatic`) and official checkpoint reading
+(`official`); the backend interface, the registry and the frame geometry sit below, in
+`stablesam.modeling`, because the plugins use them.
 
-Each family imports its package only when used, so the base install needs only
-`segment_anything`; a missing package raises `MissingExtra` naming the pip extra to install.
-Adding a family = one module here that registers its backend, its extra and its tests.
+`backend_for(model)` finds a model's backend, `get_backend(name)` names one. Each family
+imports its package only when used, so the base install needs only `segment_anything`; a
+missing package raises `MissingExtra` naming the pip extra to install. Adding a family: see
+docs/adding_a_family.md.
 """
 
-from . import sam1, hq, sam2, hf  # noqa: F401, I001  (each registers its backend, in this order)
-from .base import Backend, Embedding, MissingExtra
-from .registry import backend_for, families, family_title, get_backend, require
+from . import sam1, hq, sam2, hf, sam3  # noqa: F401, I001  (each registers its backend, in this order)
+from ..modeling.family import Backend, Embedding, MissingExtra
+from ..modeling.registry import backend_for, families, family_title, get_backend, require
 
 __all__ = ["Backend", "Embedding", "MissingExtra", "backend_for", "families", "family_title", "get_backend", "require"]

@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, Union
 
 import torch
 
-from .registry import checkpoint_family, family_title, get_backend
+from ..modeling.registry import checkpoint_family, family_title, get_backend
 
 PathLike = Union[str, os.PathLike]
 

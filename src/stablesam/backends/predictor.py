@@ -8,7 +8,8 @@ import torch
 from segment_anything import SamPredictor
 
 from ..modeling import StableSam
-from .geometry import prompts_to_frame
+from ..prompts.checks import check_boxes, check_image, check_points, check_prompt
+from ..modeling.geometry import prompts_to_frame
 
 CPU_MAX_BATCH = 4  # prompts per decoder pass on a CPU (see predict_batch)
 
@@ -27,6 +28,20 @@ class StablePredictorMixin:
     `_batch_inputs` (original-image prompts -> input-frame tensors) and `_decode_batch`."""
 
     stable: StableSam
+
+    def set_image(self, image: np.ndarray, *args, **kwargs) -> None:
+        """The family's own `set_image`, after `prompts.checks.check_image`: an image so thin that a
+        side would vanish in the model's resize is an InputError naming its size."""
+        check_image(image, getattr(getattr(self, "transform", None), "target_length", None))
+        return super().set_image(image, *args, **kwargs)
+
+    def predict(self, point_coords: Optional[np.ndarray] = None, point_labels: Optional[np.ndarray] = None,
+                box: Optional[np.ndarray] = None, *args, **kwargs):
+        """The family's own `predict` (same arguments and results), after the checks the command
+        line makes (`prompts.checks.check_prompt`): finite coordinates, labels 1 / 0 (-1: padding), x0 <= x1 and
+        y0 <= y1, at most `limits.CLICKS` clicks; anything else is a `stablesam.InputError`."""
+        check_prompt(point_coords, point_labels, box)
+        return super().predict(point_coords, point_labels, box, *args, **kwargs)
 
     def _batch_inputs(self, boxes, point_coords, point_labels):
         """SamPredictor's transform: returns (points, labels, boxes) tensors or None each."""
@@ -80,7 +95,10 @@ class StablePredictorMixin:
             offsets.append(self.stable.last_offsets)
         if alphas[0] is not None:
             self.stable.last_alpha, self.stable.last_offsets = torch.cat(alphas), torch.cat(offsets)
-        masks, scores, logits = (torch.cat(parts).cpu().numpy() for parts in zip(*outputs))
+        # float32 out also when the decoder ran under bf16 / fp16 autocast (`stablesam.precision`)
+        masks, scores, logits = (torch.cat(parts).cpu() for parts in zip(*outputs))
+        masks, scores, logits = (t.float().numpy() if t.is_floating_point() else t.numpy()
+                                 for t in (masks, scores, logits))
         return masks, scores, logits
 
     @property
@@ -158,6 +176,9 @@ def check_batch_prompts(
         if n is not None and coords.shape[0] != n:
             raise ValueError(f"{n} boxes but {coords.shape[0]} point sets: N must match")
         n = coords.shape[0]
+        check_points(coords, labels, padding=True)
     elif point_labels is not None:
         raise ValueError("point_labels given without point_coords")
+    if boxes is not None:
+        check_boxes(boxes)
     return int(n)

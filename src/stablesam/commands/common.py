@@ -6,8 +6,6 @@ import argparse
 import dataclasses
 from typing import Any, Callable
 
-from ..data.images import InputError
-
 
 def package_version(name: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -27,6 +25,8 @@ def input_errors_as_usage(run: Callable[[argparse.Namespace], int]) -> Callable[
     UsageError: its first line on stderr, exit code 2."""
 
     def command(args: argparse.Namespace) -> int:
+        from ..data.images import InputError  # (numpy: imported when a command runs)
+
         try:
             return run(args)
         except InputError as e:
@@ -56,7 +56,14 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", default=None, metavar="DIR", help="embedding cache folder (default: user cache dir)")
     p.add_argument("--no-cache", action="store_true", help="keep embeddings in memory only")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
-    p.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out folder that is not empty (only this command's files are replaced, "
+                        "each atomically; other files are kept)")
+    p.add_argument("--force-plugin", action="store_true", help="load plugin/decoder files trained for another base")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="autocast of the image encoder (cached embeddings have keys of their own), the "
+                        "training steps and the evaluation; the plugins' offsets and sampling stay fp32 "
+                        "(default fp32; bf16 on recent GPUs)")
 
 
 def open_cache(args: argparse.Namespace):
@@ -64,31 +71,37 @@ def open_cache(args: argparse.Namespace):
     UsageError; one that cannot be written is read only (with a warning)."""
     from ..models.cache import CacheError, EmbeddingCache, default_cache_dir
 
+    precision = getattr(args, "precision", "fp32")
     if args.no_cache:
-        return EmbeddingCache(None)
+        return EmbeddingCache(None, precision=precision)
     root = args.cache or default_cache_dir()
     try:
-        return EmbeddingCache.checked(root)
+        return EmbeddingCache.checked(root, precision=precision)
     except CacheError as e:
         raise UsageError(f"--cache {root}: {e}") from None
 
 
-def check_out_folder(out: str) -> None:
-    """--out of eval and train: a folder that exists or can be made, where files can be created."""
+def check_out_folder(out: str, force: bool = False, hint: str = "") -> None:
+    """--out of eval and train: a new or empty folder (any folder with `force`; `hint`: what else
+    is accepted), where files can be created."""
     from pathlib import Path
 
-    from ..fileio import folder_problem
+    from ..fileio import OutputError, check_output_folder
 
-    problem = folder_problem(Path(out))
-    if problem:
-        raise UsageError(f"--out {out}: {problem}")
+    try:
+        check_output_folder(Path(out), "--out", force, hint)
+    except OutputError as e:
+        raise UsageError(str(e)) from None
 
 
 def open_datasets(args: argparse.Namespace) -> list:
     from ..data.datasets import DataError, load_split
     from ..data.layouts import parse_spec
 
-    split = load_split(args.split) if args.split else None
+    try:
+        split = load_split(args.split) if args.split else None
+    except (DataError, OSError, ValueError) as e:  # missing, a folder, unreadable, not text
+        raise UsageError(f"--split {args.split}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     datasets = []
     for spec in args.data:
         try:

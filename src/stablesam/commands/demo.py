@@ -44,7 +44,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     dm.add_argument("--port", type=int, default=7860, help="default 7860")
     add_limit_options(dm, "largest upload in bytes (default {default} MB)")
     dm.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
-    dm.add_argument("--force", action="store_true", help="load a plugin file trained for another base")
+    dm.add_argument("--force-plugin", "--force", dest="force", action="store_true",
+                       help="load a plugin file trained for another base (--force: the same)")
     dm.set_defaults(func=cmd_demo)
 
 

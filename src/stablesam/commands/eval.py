@@ -6,7 +6,7 @@ from .. import __version__
 from ..evaluation.click_eval import ClickConfig
 from ..evaluation.prompt_eval import EvalConfig
 from .common import (
-    UsageError, add_data_options, add_runtime_options, check_out_folder, config_option, open_cache, open_datasets,
+    UsageError, add_data_options, input_errors_as_usage, add_runtime_options, check_out_folder, config_option, open_cache, open_datasets,
     package_version,
 )
 
@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                   "(default {default})", type=int, metavar="N")
     config_option(ev, "--seed", EvalConfig, "seed", "", type=int)
     ev.add_argument("--limit", type=int, default=None, metavar="N", help="first N objects of each dataset")
-    ev.add_argument("--out", default="stablesam-eval", metavar="DIR", help="output folder (default ./stablesam-eval)")
+    ev.add_argument("--out", default="stablesam-eval", metavar="DIR", help="output folder, new or empty unless --force (default ./stablesam-eval)")
     ev.add_argument("--multimask", action="store_true", help="3 masks per prompt, keep the best predicted IoU")
     config_option(ev, "--explain", EvalConfig, "explain",
                   "record where the mask token looks (layer-2 token-to-image attention): the share inside "
@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                   "clicks protocol: IoU targets of NoC / NoF (default {default})", to_cli=thresholds_text,
                   show=thresholds_text, metavar="LIST")
     add_runtime_options(ev)
-    ev.set_defaults(func=run_eval)
+    ev.set_defaults(func=input_errors_as_usage(run_eval))
 
 
 def thresholds_text(thresholds) -> str:
@@ -77,16 +77,18 @@ def run_eval(args: argparse.Namespace) -> int:
         thresholds = parse_thresholds(args.iou_thresholds)
     except ValueError as e:
         raise UsageError(f"--prompts / --iou-thresholds: {e}") from None
-    if not 0 <= args.explain <= 1000:
-        raise UsageError("--explain must be between 0 and 1000")
-    if not 1 <= args.max_clicks <= 1000:
-        raise UsageError("--max-clicks must be between 1 and 1000")
-    if args.samples < 1:
-        raise UsageError("--samples must be >= 1")
-    if not 1 <= args.adv_budget <= 10_000:
-        raise UsageError("--adv-budget must be between 1 and 10000")
-    if args.limit is not None and args.limit < 1:
-        raise UsageError("--limit must be >= 1")
+    from .. import limits
+
+    try:
+        for limit, value in ((limits.EXPLAIN, args.explain), (limits.MAX_CLICKS, args.max_clicks),
+                             (limits.SAMPLES, args.samples), (limits.ADV_BUDGET, args.adv_budget),
+                             (limits.SEED, args.seed), (limits.LIMIT, args.limit)):
+            if value is not None:
+                limit.check(value)
+        if args.device is not None:
+            limits.checked_device(args.device)
+    except limits.RangeError as e:
+        raise UsageError(str(e)) from None
     specs = []
     for text in args.model or [DEFAULT_SPEC]:
         try:
@@ -96,15 +98,18 @@ def run_eval(args: argparse.Namespace) -> int:
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise UsageError(f"--model given twice: {names}")
-    check_out_folder(args.out)
+    check_out_folder(args.out, args.force)
     datasets = open_datasets(args)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     cache = open_cache(args)
     try:
-        segmenters = [build_segmenter(s, cache, args.device, args.force, args.seed) for s in specs]
+        segmenters = [build_segmenter(s, cache, args.device, args.force_plugin, args.seed) for s in specs]
     except SpecError as e:
         raise UsageError(str(e)) from None
+    for seg in segmenters:  # the decoder's autocast (--precision); GrabCut has none
+        if hasattr(seg, "precision"):
+            seg.precision = args.precision
     click_config = ClickConfig(args.max_clicks, thresholds, args.limit)
     evaluators = {}  # protocol -> evaluator, the prompt protocol first
     try:

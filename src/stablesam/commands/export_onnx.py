@@ -8,7 +8,7 @@ import torch
 
 from ..data.images import InputError
 from ..export.onnx_export import DEFAULT_OPSET, INPUT_NAMES, OPSET_RANGE, OUTPUT_NAMES, TOLERANCE, export_onnx, require
-from ..fileio import OutputError, check_writable
+from ..fileio import OutputError, check_new_file, check_writable
 from .common import config_option, input_errors_as_usage
 from ..modeling import StableSam
 
@@ -21,9 +21,14 @@ def run_export_onnx(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() != ".onnx":
         raise InputError(f"--out {out}: the file name must end in .onnx")
+    from ..limits import name_problem
+
+    if name_problem(out):  # before any look at the path: os.stat refuses such names too
+        raise InputError(f"--out {str(out)[:80]}: {name_problem(out)}")
     if out.is_dir():
         raise InputError(f"--out {out} is a folder; give a file name")
     check_writable(out, "--out")
+    check_new_file(out, "--out", args.force)
     lo, hi = OPSET_RANGE
     if not lo <= args.opset <= hi:
         raise InputError(f"--opset {args.opset}: the exporter writes opsets {lo}..{hi}")
@@ -34,7 +39,7 @@ def run_export_onnx(args) -> int:
         require("onnxruntime")
     try:
         spec, model = build_sam_for("export-onnx (segment_anything's SamOnnxModel contract)", args.model, "cpu",
-                                    args.force, ("sam1",))
+                                    args.force_plugin, ("sam1",))
         model.eval()
     except SpecError as e:
         raise InputError(str(e)) from None
@@ -108,5 +113,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help="run the file in onnxruntime on random prompts: max |Δ| vs PyTorch and time per prompt")
     config_option(ox, "--verify-prompts", ExportConfig, "verify_prompts", "prompts for --verify (default {default})",
                   type=int, metavar="K")
-    ox.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
+    ox.add_argument("--force", action="store_true", help="replace --out if it exists (atomically)")
+    ox.add_argument("--force-plugin", action="store_true", help="load plugin/decoder files trained for another base")
     ox.set_defaults(func=input_errors_as_usage(run_export_onnx))

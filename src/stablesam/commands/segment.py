@@ -2,7 +2,8 @@
 
 Every check (outputs, image, prompt, model SPEC) runs before the model does; a bad input is an
 `InputError` (the CLI prints its first line and exits with 2) and no file is written. The mask
-and the overlay are written together: both or neither.
+and the overlay are written together: both or neither. An output file that exists is replaced
+only with --force. Without --out the mask goes to IMAGE-stem_mask.png in the current folder.
 """
 
 import argparse
@@ -12,11 +13,12 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-import cv2
 import numpy as np
 
 from ..data.images import MAX_PIXELS, InputError, load_image
-from ..fileio import MASK_FORMATS, OVERLAY_FORMATS, OutputError, check_writable, image_writer, write_together
+from ..fileio import (
+    MASK_FORMATS, OVERLAY_FORMATS, OutputError, check_new_file, check_writable, image_writer, write_together,
+)
 from ..prompts.checks import box_problem, point_inside
 from .common import config_option, input_errors_as_usage
 
@@ -58,6 +60,8 @@ def parse_point(text: str, size: Tuple[int, int]) -> Tuple[List[float], int]:
 
 def overlay(image: np.ndarray, mask: np.ndarray, box: Optional[np.ndarray], points, labels) -> np.ndarray:
     """The image with the mask tinted and the prompt drawn."""
+    import cv2
+
     out = image.copy()
     tint = np.array([30, 144, 255], np.uint8)
     out[mask] = (0.45 * out[mask] + 0.55 * tint).astype(np.uint8)
@@ -72,13 +76,18 @@ def overlay(image: np.ndarray, mask: np.ndarray, box: Optional[np.ndarray], poin
     return out
 
 
-def check_output(path: Path, formats: Dict[str, str], option: str, inputs: List[Path]) -> None:
+def check_output(path: Path, formats: Dict[str, str], option: str, inputs: List[Path], force: bool = False) -> None:
     """Refuse an output path before any work: an extension without a fitting format, a folder,
-    a path that is one of `inputs` (by name or, through links, by inode), or one that cannot be
-    written."""
+    a path that is one of `inputs` (by name or, through links, by inode), a file that exists
+    (unless `force`), or one that cannot be written."""
     if path.suffix.lower() not in formats:
         raise InputError(f"{option} {path}: the extension must be one of {', '.join(formats)} "
                          f"(the file is written in the format it names)")
+    from ..limits import name_problem
+
+    problem = name_problem(path)  # before any look at the path: os.stat refuses such names too
+    if problem:
+        raise InputError(f"{option} {str(path)[:80]}: {problem}")
     if path.is_dir():
         raise InputError(f"{option} {path} is a folder; give a file name")
     for other in inputs:
@@ -88,6 +97,7 @@ def check_output(path: Path, formats: Dict[str, str], option: str, inputs: List[
         if same:
             raise InputError(f"{option} {path} is the same file as {other}; it would be overwritten")
     check_writable(path, option)
+    check_new_file(path, option, force)
 
 
 def run_segment(args: argparse.Namespace) -> int:
@@ -103,16 +113,20 @@ def run_segment(args: argparse.Namespace) -> int:
     out = Path(args.out or f"{image_path.stem}_mask.png")
     if args.max_pixels < 1:
         raise InputError("--max-pixels must be positive")
-    check_output(out, MASK_FORMATS, "--out", [image_path])
+    check_output(out, MASK_FORMATS, "--out", [image_path], args.force)
     if args.overlay:
-        check_output(Path(args.overlay), OVERLAY_FORMATS, "--overlay", [image_path, out])
+        check_output(Path(args.overlay), OVERLAY_FORMATS, "--overlay", [image_path, out], args.force)
+    if len(args.point or []) > 1:
+        from ..limits import POINTS
+
+        POINTS.check(len(args.point), "the number of --point options")
     image = load_image(image_path, max_pixels=args.max_pixels)
     box = parse_box(args.box, image.shape[:2]) if args.box else None
     clicks = [parse_point(p, image.shape[:2]) for p in args.point or []]
     if box is None and not clicks:
         raise InputError("no prompt: give --box x0,y0,x1,y1 and/or --point x,y[,label]")
     try:
-        spec, model = build_sam_for("segment", args.model, args.device, args.force)
+        spec, model = build_sam_for("segment", args.model, args.device, args.force_plugin)
     except SpecError as e:
         raise InputError(str(e)) from None
     points = np.array([c for c, _ in clicks], float) if clicks else None
@@ -145,23 +159,33 @@ def run_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+# SamAutomaticMaskGenerator's default thresholds (segment_anything 1.0; tests/test_keep_files.py
+# checks them), written here so that `segment --help` need not import segment_anything.
+SAM_GENERATOR_DEFAULTS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
+
+
 @dataclass
 class EverythingConfig:
-    """`segment --everything`: the click grid and the clean-up (the thresholds are the model's)."""
+    """`segment --everything`: the click grid per device and the clean-up (the thresholds are
+    the model's)."""
 
-    points_per_side: int = 32  # SamAutomaticMaskGenerator's grid
+    gpu_points_per_side: int = 32  # SamAutomaticMaskGenerator's grid
+    # 10 x 10 clicks: the embedded model's automatic masks on a 600 x 400 photo in seconds on 2 CPU
+    # cores (docs/results/automatic_masks/README.md measures time and recall per grid)
+    cpu_points_per_side: int = 10
     min_area: int = 0  # remove holes and islands smaller than this (0: off)
+
+    def points_per_side(self, device_type: str) -> int:
+        """The default grid on a device of this type ('cuda', 'cpu', ...)."""
+        return self.gpu_points_per_side if device_type == "cuda" else self.cpu_points_per_side
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    import inspect
-
-    from segment_anything import SamAutomaticMaskGenerator
-
     from ..models.embedded import AUTOMATIC_DEFAULTS
     from ..models.spec import DEFAULT_SPEC, SAM_ACCEPTED
 
-    sam = {k: v.default for k, v in inspect.signature(SamAutomaticMaskGenerator).parameters.items()}
+    sam = SAM_GENERATOR_DEFAULTS
+    grid = EverythingConfig()
     sg = sub.add_parser("segment", help="segment one image from a box and/or clicks",
                         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=SAM_ACCEPTED)
     sg.add_argument("image", metavar="IMAGE", help="any image Pillow reads; EXIF orientation is applied")
@@ -178,12 +202,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                     help=f"largest image in pixels, width x height (default {MAX_PIXELS / 1e6:.0f} MP)")
     sg.add_argument("--multimask", action="store_true", help="3 candidate masks, keep the best predicted IoU")
     sg.add_argument("--device", default=None)
-    sg.add_argument("--force", action="store_true", help="load plugin/decoder files trained for another base")
+    sg.add_argument("--force", action="store_true",
+                    help="replace outputs that exist (only the files this command writes; each atomically)")
+    sg.add_argument("--force-plugin", action="store_true", help="load plugin/decoder files trained for another base")
     sg.add_argument("--everything", action="store_true",
                     help="automatic masks from a grid of clicks (no --box/--point): --out is then a folder of "
-                         "one PNG per mask, overlay.png and masks.json (default IMAGE-stem_masks/)")
-    config_option(sg, "--points-per-side", EverythingConfig, "points_per_side",
-                  "--everything: N x N grid (default {default})", type=int, metavar="N")
+                         "one PNG per mask, overlay.png and masks.json (default IMAGE-stem_masks/ in the "
+                         "current folder); a folder that exists must be empty, or --force")
+    sg.add_argument("--points-per-side", type=int, default=None, metavar="N",
+                    help=f"--everything: N x N grid of clicks (default: the device's, {grid.gpu_points_per_side} on "
+                         f"a GPU, {grid.cpu_points_per_side} on a CPU; the choice is printed)")
     sg.add_argument("--pred-iou-thresh", type=float, default=None, metavar="T",
                     help=f"--everything: keep masks with predicted IoU > T (default: the model's: embedded "
                          f"{AUTOMATIC_DEFAULTS['pred_iou_thresh']:g}, SAM {sam['pred_iou_thresh']:g}, SAM 2 0.8)")
@@ -194,4 +222,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     config_option(sg, "--min-area", EverythingConfig, "min_area",
                   "--everything: remove holes and islands smaller than PX pixels (default {default}: off)", type=int,
                   metavar="PX")
-    sg.set_defaults(func=input_errors_as_usage(run_segment))
+    sg.set_defaults(func=input_errors_as_usage(run_segment), everything_config=grid)

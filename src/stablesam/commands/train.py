@@ -13,7 +13,7 @@ from ..training.record import DEFAULT_LR, TrainConfig
 from ..training.routing_terms import OFF, RoutingTerms
 from ..training.rts import RELEASE_0_1, RtsMixture
 from .common import (
-    UsageError, add_data_options, add_runtime_options, check_out_folder, config_option, field_default, open_cache, shown,
+    UsageError, add_data_options, input_errors_as_usage, add_runtime_options, check_out_folder, config_option, field_default, open_cache, shown,
     open_datasets,
 )
 
@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tr.add_argument("--model", default=DEFAULT_SPEC, metavar="SPEC",
                     help=f"the SAM to adapt (default {DEFAULT_SPEC}: plugins continue from the shipped ones; "
                          "--tune decoder always trains with the plugins off)")
-    tr.add_argument("--out", required=True, metavar="DIR", help="weights, config, log, loss curve, checkpoint")
+    tr.add_argument("--out", required=True, metavar="DIR",
+                    help="weights, config, log, loss curve, checkpoint: a new or empty folder (or --resume, --force)")
     tr.add_argument("--tune", choices=["plugins", "decoder", "prompt+decoder"], default="plugins",
                     help="plugins: Stable-SAM's DSP + DRP only; decoder: the whole mask decoder (DT baseline); "
                          "prompt+decoder: the prompt encoder too (with interactive=W in --rts-mixture: SAM's "
@@ -57,6 +58,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                   "colour jitter; each embedded once and cached), each step takes one of them or the original "
                   "(default {default}: none)", type=int, metavar="N")
     tr.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    tr.add_argument("--stream-embeddings", action="store_true",
+                    help="read each step's embeddings from the disk cache instead of holding all of them in "
+                         "memory (data larger than the RAM, e.g. HQSeg-44K with ViT-L: about 93 GB); same weights")
     tr.add_argument("--snapshot-epochs", default=None, metavar="E1,E2,...",
                     help="also write the weights after these many epochs (OUT/plugin_epochsE.pt): with the "
                          "constant learning rate each equals a run of that length")
@@ -122,7 +126,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     config_option(tr, "--val-samples", ValidationConfig, "samples", "", type=int)
     tr.add_argument("--val-limit", type=int, default=None)
     add_runtime_options(tr)
-    tr.set_defaults(func=run_train)
+    tr.set_defaults(func=input_errors_as_usage(run_train))
 
 
 def g(value: float) -> str:
@@ -177,8 +181,25 @@ def run_train(args: argparse.Namespace) -> int:
     from ..training.objects import prepare_objects, warm_cache
     from ..training.loop import train, tuned_modules
 
-    if args.augment < 0:
-        raise UsageError(f"--augment must be >= 0 views, got {args.augment}")
+    from .. import limits
+
+    try:
+        for limit, value in ((limits.SEED, args.seed), (limits.BATCH_SIZE, args.batch_size),
+                             (limits.LEARNING_RATE, args.lr), (limits.STEPS, args.steps),
+                             (limits.EPOCHS, args.epochs), (limits.CHECKPOINT_EVERY, args.checkpoint_every),
+                             (limits.AUGMENT, args.augment), (limits.SAMPLES, args.val_samples),
+                             (limits.LIMIT, args.val_limit)):
+            if value is not None:
+                limit.check(value, None if limit is not limits.SAMPLES else "--val-samples")
+        if args.fit_gate_lr is not None:
+            limits.LEARNING_RATE.check(args.fit_gate_lr, "--fit-gate-lr")
+        if args.device is not None:
+            limits.checked_device(args.device)
+        for flag in ("consistency", "alpha_prior", "offset_reg", "alpha_far"):
+            if getattr(args, flag) is not None:
+                limits.LOSS_WEIGHT.check(getattr(args, flag), "--" + flag.replace("_", "-"))
+    except limits.RangeError as e:
+        raise UsageError(str(e)) from None
     finite = [v for v in (args.lr, args.fit_gate_lr, args.offset_range, args.epochs, args.routing_temperature)
               if v is not None]
     if not all(math.isfinite(v) for v in finite) or (args.offset_range is not None and args.offset_range <= 0):
@@ -195,6 +216,10 @@ def run_train(args: argparse.Namespace) -> int:
         if spec.base == "grabcut":
             raise SpecError("grabcut has nothing to train")
         mixture = RtsMixture.parse(args.rts_mixture) if args.rts_mixture else RtsMixture()
+        if args.val:  # read now: a bad list would otherwise stop the run only after training
+            from ..prompts.generation import parse_prompts
+
+            parse_prompts(args.val_prompts)
         sites = tuple(x.strip() for x in args.extra_sites.split(",") if x.strip()) if args.extra_sites else ()
         inputs = tuple(x.strip() for x in args.routing_inputs.split(",") if x.strip() not in ("", "none"))
         given = {"offset_range": args.offset_range, "routing_token": args.routing_token,
@@ -219,11 +244,14 @@ def run_train(args: argparse.Namespace) -> int:
     except (SpecError, ValueError) as e:
         raise UsageError(str(e)) from None
     out = Path(args.out)
-    check_out_folder(args.out)
-    if (out / "checkpoint.pt").exists() and not args.resume:
-        raise UsageError(f"{out} already holds a training run; pass --resume to continue it or pick another --out")
     if (out / "checkpoint.pt").exists() and not (out / "checkpoint.pt").is_file():
         raise UsageError(f"{out / 'checkpoint.pt'} is not a file; pick another --out")
+    if (out / "checkpoint.pt").is_file() and not (args.resume or args.force):
+        raise UsageError(f"{out} already holds a training run; pass --resume to continue it, --force to start "
+                         "a new one over its files, or pick another --out")
+    # a new or empty folder; with --resume the run it holds; with --force any folder (its other files kept)
+    check_out_folder(args.out, args.force or (args.resume and (out / "checkpoint.pt").is_file()),
+                     ", --resume to continue the run it holds")
     datasets = open_datasets(args)
     device, rank, world = init_distributed(args.device)
     resume = args.resume and (out / "checkpoint.pt").is_file()
@@ -233,7 +261,7 @@ def run_train(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     try:
-        model = build_model(spec, device, args.force)
+        model = build_model(spec, device, args.force_plugin)
     except SpecError as e:
         raise UsageError(str(e)) from None
     if args.tune == "plugins" and model.plugins_enabled and model.config != plugin_config:
@@ -248,18 +276,22 @@ def run_train(args: argparse.Namespace) -> int:
         model=spec.text, data=[str(Path(p).resolve().name) for p in args.data], tune=args.tune,
         total_steps=args.steps or 0, batch_size=args.batch_size, lr=args.lr, seed=args.seed, rts=not args.no_rts,
         mixture=mixture.to_dict(), plugin=model.config.to_dict(), checkpoint_every=args.checkpoint_every,
-        terms=terms.to_dict(), augment=args.augment, fit_gate_lr=args.fit_gate_lr,
+        terms=terms.to_dict(), augment=args.augment, fit_gate_lr=args.fit_gate_lr, precision=args.precision,
     )
     if resume:  # a bad checkpoint is refused before any embedding
         try:
             read_checkpoint(out / "checkpoint.pt", config, ignore=() if args.steps else ("total_steps",))
         except ResumeMismatch as e:
             raise UsageError(str(e)) from None
+    check_training_memory(model, mixture, args.batch_size, world, device)
     cache = open_cache(args)
     if world > 1 and cache.root is not None:  # each process embeds its share, then all read the cache
         warm_cache(datasets, model, cache, rank, world, progress=rank == 0, augment=args.augment, seed=args.seed)
         dist.barrier()
-    objects = prepare_objects(datasets, model, cache, progress=rank == 0, augment=args.augment, seed=args.seed)
+    if args.stream_embeddings and (cache.root is None or cache.read_only):
+        raise UsageError("--stream-embeddings needs an embedding cache that can be written (--cache DIR, not --no-cache)")
+    objects = prepare_objects(datasets, model, cache, progress=rank == 0, augment=args.augment, seed=args.seed,
+                              stream=args.stream_embeddings)
     if not objects:
         raise UsageError("the training data holds no usable object (see the warnings above)")
     per_epoch = math.ceil(len(objects) / args.batch_size)
@@ -297,6 +329,26 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_training_memory(model, mixture: RtsMixture, batch_size: int, world: int, device) -> None:
+    """UsageError when one training step of this process would not fit in the device's free
+    memory: its share of --batch-size, each object through the decoder with gradient (interactive
+    sessions: one pass per round), the tokens its clicks add (`stablesam.limits.decoder_bytes`)."""
+    from ..limits import RangeError, check_memory, decoder_bytes
+
+    lh, lw = model.backend.mask_input_size(model.sam)
+    rates = mixture.rates()
+    passes = 1 + rates.get("interactive", 0.0) * (mixture.interactive_clicks + 2)
+    tokens = 7 + max(mixture.max_points, mixture.interactive_clicks + 1)
+    per_process = math.ceil(batch_size / world)
+    need = int(decoder_bytes(per_process, (lh // 4) * (lw // 4), tokens, model.config.embed_dim) * passes)
+    try:
+        check_memory(need, device, f"a training step of --batch-size {batch_size}"
+                     + (f" ({per_process} per process)" if world > 1 else ""), "--batch-size"
+                     + (" or interactive-clicks in --rts-mixture" if rates.get("interactive", 0.0) > 0 else ""))
+    except RangeError as e:
+        raise UsageError(str(e)) from None
+
+
 def weights_stem(tune: str) -> str:
     """The weights file a --tune writes (OUT/STEM.pt) and the SPEC suffix that loads it."""
     return "plugin" if tune == "plugins" else "decoder"
@@ -315,7 +367,7 @@ def validate(args: argparse.Namespace, spec, out, weights, device) -> None:
     trained = parse_model_spec(f"{base_text}+{weights_stem(args.tune)}={weights}")
     specs = [parse_model_spec(base_text), trained]
     cache = open_cache(args)
-    segs = [build_segmenter(s, cache, device, args.force) for s in specs]
+    segs = [build_segmenter(s, cache, device, args.force_plugin) for s in specs]
     val_args = argparse.Namespace(**{**vars(args), "data": args.val, "split": args.val_split})
     config = EvalConfig(parse_prompts(args.val_prompts), args.val_samples, args.seed, args.val_limit)
     result = evaluate(open_datasets(val_args), segs, config)

@@ -71,7 +71,7 @@ def read_image(path: PathLike) -> np.ndarray:
     and COCO polygons are drawn on the stored pixels) and no pixel limit but Pillow's
     decompression-bomb one. Raises DataError naming the file if it cannot be used."""
     try:
-        return load_image(path, exif=False, max_pixels=None, min_side=1)
+        return load_image(path, exif=False, max_pixels=None)  # prompts need 2 x 2 px (MIN_SIDE)
     except InputError as e:
         raise DataError(str(e)) from None
 
@@ -283,7 +283,7 @@ def load_split(path: PathLike) -> dict[str, set[str]]:
     """A split list: one 'dataset/stem' per line ('#' comments allowed) -> {dataset: {stems}}."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"split file not found: {path}")
+        raise DataError(f"split file not found: {path}" if not path.exists() else f"{path} is not a file")
     split: dict[str, set[str]] = {}
     for n, line in enumerate(path.read_text().splitlines(), 1):
         line = line.split("#", 1)[0].strip()

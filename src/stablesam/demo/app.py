@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 from ..models.embedded import EXAMPLES_DIR
 from ..modeling import StableSam
 from ..data.images import MAX_PIXELS, InputError, LimitError
+from ..limits import SEED
 from .engine import MAX_POINTS, MAX_WOBBLE, DemoEngine, Prompt, number, parse_prompt
 from .session import ImageStore, StoredImage, UploadLimits, sizes
 from .worst_box import DEMO_BUDGET, MAX_BUDGET, worst_boxes
@@ -185,9 +186,7 @@ def create_app(
         scale = number(body.get("scale", WOBBLE_SCALE), "noise scale")
         if not 0 <= scale <= 1:
             raise InputError("noise scale must be in 0..1")
-        seed = body.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise InputError("seed must be a non-negative integer")
+        seed = SEED.check(body.get("seed", 0), "seed")
         out = await run_in_threadpool(engine.wobble, item, prompt, k, scale, seed)
         out["ms"] = round((time.perf_counter() - start) * 1000, 1)
         return out
@@ -201,9 +200,7 @@ def create_app(
         scale = number(body.get("scale", WOBBLE_SCALE), "noise scale")
         if not 0 <= scale <= 1:
             raise InputError("noise scale must be in 0..1")
-        seed, budget = body.get("seed", 0), body.get("budget", DEMO_BUDGET)
-        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
-            raise InputError("seed must be a non-negative integer")
+        seed, budget = SEED.check(body.get("seed", 0), "seed"), body.get("budget", DEMO_BUDGET)
         if isinstance(budget, bool) or not isinstance(budget, int) or not 1 <= budget <= MAX_BUDGET:
             raise InputError(f"budget (decoder passes per model) must be an integer in 1..{MAX_BUDGET}")
         out = await run_in_threadpool(worst_boxes, engine, item, prompt.box, scale, budget, seed)

@@ -40,7 +40,7 @@ OUTPUT_NAMES = ("masks", "iou_predictions", "low_res_masks", "alpha")
 DYNAMIC_AXES = {"point_coords": {1: "num_points"}, "point_labels": {1: "num_points"}}
 DEFAULT_OPSET = 17  # Meta's export script; LayerNormalization is an opset-17 op
 OPSET_RANGE = (12, 20)  # what torch's TorchScript-based exporter writes
-INSTALL_HINT = 'pip install "stablesam[onnx]"'
+INSTALL_HINT = 'pip install "stable-segment-anything[onnx]"'
 # torch's TorchScript-based exporter (what Meta's script used); torch >= 2.9 defaults to the
 # dynamo-based one, which needs the onnxscript package.
 TRACING_EXPORTER = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}

@@ -12,9 +12,11 @@ cannot be fetched or read) is answered {"error": "one line"} with 400, 403 (a lo
 --allow-dir) or 413 (over a size limit), and logged; the server keeps serving.
 """
 
+import asyncio
 import functools
 import json
 import logging
+import threading
 import time
 from typing import Any, Awaitable, Callable, Dict
 
@@ -31,6 +33,7 @@ from .engine import LabelStudioEngine
 from .fetch import AccessError
 
 MAX_REQUEST_BYTES = 32_000_000  # tasks carry their annotations (brush RLEs can be large)
+DISCONNECT_POLL_S = 0.5  # how often a running /predict looks whether its client is still there
 log = logging.getLogger("stablesam.label_studio")
 
 
@@ -68,6 +71,25 @@ async def json_object(request: Request) -> Dict[str, Any]:
     return obj
 
 
+async def until_disconnected(request: Request, work: Callable[..., Any], *args: Any) -> Any:
+    """`work(*args, cancel)` in the thread pool; when the client goes away first, `cancel` is set
+    (an image download stops at its next chunk) and the request ends without an answer."""
+    cancel = threading.Event()
+    task = asyncio.ensure_future(run_in_threadpool(work, *args, cancel))
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            cancel.set()
+            log.warning("%s %s: the client went away; its work was abandoned", request.method, request.url.path)
+            try:
+                await task
+            except Exception:
+                pass
+            raise HttpError(499, "the client went away")
+
+
 def create_app(engine: LabelStudioEngine) -> Starlette:
     """The ASGI app of one engine (at `app.state.engine`)."""
     warm_up()
@@ -87,7 +109,7 @@ def create_app(engine: LabelStudioEngine) -> Starlette:
         if not isinstance(params, dict):
             raise InputError("params must be an object")
         config = await run_in_threadpool(parse_config, body.get("label_config"))
-        results = await run_in_threadpool(engine.predict, body.get("tasks"), config, params.get("context"))
+        results = await until_disconnected(request, engine.predict, body.get("tasks"), config, params.get("context"))
         log.info("predict: %d task(s), %d region(s), %.0f ms", len(results),
                  sum(len(r["result"]) for r in results), (time.perf_counter() - start) * 1000)
         return {"results": results, "model_version": engine.model_version}

@@ -23,14 +23,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_limit_options(p, "largest image file to fetch, in bytes (default {default} MB)",
                       ("max_pixels", "max_bytes", "max_images"))
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
-    p.add_argument("--force", action="store_true", help="load a plugin file trained for another base")
+    p.add_argument("--force-plugin", "--force", dest="force", action="store_true",
+                      help="load a plugin file trained for another base (--force: the same)")
 
 
 def run_label_studio(args: argparse.Namespace) -> int:
     """Build the model and serve until Ctrl+C; bad options are InputError (one line)."""
     from pathlib import Path
 
-    from ..backends.base import MissingExtra
+    from ..modeling.family import MissingExtra
     from ..demo import bind, server, url
     from ..models.spec import SpecError, build_sam_for
     from .app import create_app

@@ -7,11 +7,11 @@ import importlib.util
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
-from ..backends.base import MissingExtra
+from ..modeling.family import MissingExtra
 from ..data.images import InputError
 
 OUTPUT_TAGS = {"BrushLabels": "brushlabels", "PolygonLabels": "polygonlabels"}
-SDK_HINT = 'pip install "stablesam[label-studio]"'
+SDK_HINT = 'pip install "stable-segment-anything[label-studio]"'
 
 
 def require_sdk() -> None:

@@ -14,7 +14,8 @@ import numpy as np
 
 from ..models.cache import encode_image
 from ..demo.session import ImageStore, StoredImage
-from ..data.images import MAX_PIXELS, InputError, load_image
+from ..data.images import MAX_PIXELS, InputError, LimitError, load_image
+from ..limits import SERVER_BOXES
 from ..modeling import StableSam
 from ..backends.predictor import StableSamPredictor
 from .config import LabelingConfig
@@ -40,7 +41,7 @@ class LabelStudioEngine:
         self.lock = threading.Lock()
         self.encoder_calls = 0
 
-    def image(self, task: Dict[str, Any], key: str, where: str) -> StoredImage:
+    def image(self, task: Dict[str, Any], key: str, where: str, cancel: Optional[threading.Event] = None) -> StoredImage:
         """The task's image (data[key]) with its embedding, from the store or fetched and encoded."""
         data = task.get("data")
         if not isinstance(data, dict) or key not in data:
@@ -49,7 +50,7 @@ class LabelStudioEngine:
         item = self.store.get(source.key)
         if item is not None:
             return item
-        content = self.fetcher.read(source)
+        content = self.fetcher.read(source, cancel)
         try:
             rgb = load_image(content, exif=True, max_pixels=self.max_pixels)
         except InputError as e:  # LimitError stays a LimitError (413)
@@ -80,15 +81,9 @@ class LabelStudioEngine:
                 out.append((masks[0, best], float(scores[0, best])))
             return out
 
-    def predict_task(self, task: Any, config: LabelingConfig, prompts: Optional[List[RegionPrompt]],
-                     where: str) -> Dict[str, Any]:
-        """One task -> {"result": [...], "score": mean predicted IoU, "model_version": ...}.
-
-        prompts: the interactive prompts, or None for the task's own rectangles."""
-        if not isinstance(task, dict):
-            raise InputError(f"{where} must be an object")
-        if prompts is None:
-            prompts = task_boxes(task, where)
+    def predict_task(self, task: Any, config: LabelingConfig, prompts: List[RegionPrompt], where: str,
+                     cancel: Optional[threading.Event] = None) -> Dict[str, Any]:
+        """One task and its prompts -> {"result": [...], "score": mean predicted IoU, "model_version": ...}."""
         if not prompts:
             return {"result": [], "score": 0.0, "model_version": self.model_version}
         to_names = {p.to_name for p in prompts}
@@ -96,7 +91,7 @@ class LabelStudioEngine:
         for to_name in sorted(to_names, key=str):
             group = [p for p in prompts if p.to_name == to_name]
             image_name, key = config.image_key(to_name)
-            item = self.image(task, key, where)
+            item = self.image(task, key, where, cancel)
             for prompt, (mask, score) in zip(group, self.segment(item, group)):
                 tags = config.targets(image_name, prompt.label)
                 results.extend(mask_results(self.fit(mask, prompt.size), tags, prompt.label, score))
@@ -114,9 +109,14 @@ class LabelStudioEngine:
                              "(a different image, or EXIF orientation not applied by the browser?)")
         return cv2.resize(mask.astype(np.uint8), size, interpolation=cv2.INTER_NEAREST) > 0
 
-    def predict(self, tasks: Any, config: LabelingConfig, context: Any) -> List[Dict[str, Any]]:
+    def predict(self, tasks: Any, config: LabelingConfig, context: Any,
+                cancel: Optional[threading.Event] = None) -> List[Dict[str, Any]]:
         """The /predict answer's results: interactive when context.result holds regions, else
-        pre-annotation of each task's rectangles."""
+        pre-annotation of each task's rectangles. At most `SERVER_BOXES` boxes per request. A
+        task with nothing to predict from gets no prediction (Label Studio would store an empty
+        one and then take the task as predicted): a request of such tasks only is answered with
+        no results; in a request that mixes them with others, they keep an empty placeholder,
+        since Label Studio pairs results with tasks by position."""
         if not isinstance(tasks, list):
             raise InputError("tasks must be a list")
         if context is not None and not isinstance(context, dict):
@@ -125,5 +125,17 @@ class LabelStudioEngine:
         if result:
             if len(tasks) != 1:
                 raise InputError(f"an interactive request (context.result) takes one task, got {len(tasks)}")
-            return [self.predict_task(tasks[0], config, context_prompts(result, self.negative_label), "tasks[0]")]
-        return [self.predict_task(task, config, None, f"tasks[{i}]") for i, task in enumerate(tasks)]
+            prompts = [context_prompts(result, self.negative_label)]
+        else:
+            prompts = [task_boxes(task, f"tasks[{i}]") if isinstance(task, dict) else None
+                       for i, task in enumerate(tasks)]
+        for i, task in enumerate(tasks):
+            if not isinstance(task, dict):
+                raise InputError(f"tasks[{i}] must be an object")
+        boxes = sum(len(p) for p in prompts)
+        if boxes > SERVER_BOXES:
+            raise LimitError(f"{boxes} boxes in one request; at most {SERVER_BOXES} (each is an image-sized mask "
+                             "in memory until the answer is sent): send fewer tasks per request")
+        if not any(prompts):
+            return []
+        return [self.predict_task(task, config, p, f"tasks[{i}]", cancel) for i, (task, p) in enumerate(zip(tasks, prompts))]

@@ -15,6 +15,7 @@ large) whose one line names the URL.
 
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -22,9 +23,11 @@ from urllib.parse import unquote, urljoin, urlparse
 
 from ..data.images import InputError, LimitError
 from ..demo.session import sizes
+from ..limits import FETCH_DEADLINE_S
 
 LS_PREFIXES = ("/data/", "/storage-data/", "data/upload/", "upload/", "/upload/")
-TIMEOUT_S = 30.0
+TIMEOUT_S = 30.0  # per network operation (connect, each read)
+DEADLINE_S = FETCH_DEADLINE_S  # a whole download, however slowly it trickles in
 
 
 class AccessError(InputError):
@@ -50,7 +53,7 @@ class ImageFetcher:
     """Resolves and reads task images (see the module doc)."""
 
     def __init__(self, label_studio_url: str = "", api_key: str = "", allow_dirs: Sequence[str] = (),
-                 max_bytes: int = 20_000_000, timeout: float = TIMEOUT_S):
+                 max_bytes: int = 20_000_000, timeout: float = TIMEOUT_S, deadline: float = DEADLINE_S):
         self.base = label_studio_url.strip().rstrip("/")
         if self.base and urlparse(self.base).scheme not in ("http", "https"):
             raise ValueError(f"LABEL_STUDIO_URL must start with http:// or https://, got {label_studio_url!r}")
@@ -58,6 +61,7 @@ class ImageFetcher:
         self.allow_dirs = tuple(Path(os.path.realpath(d)) for d in allow_dirs)
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.deadline = deadline
         self._access: Optional[str] = None  # access token from a personal access token
         self._lock = threading.Lock()
         self._client = None
@@ -115,14 +119,15 @@ class ImageFetcher:
             raise InputError(f"local path {value[:120]}: not a file")
         return Source(f"{real}:{stat.st_mtime_ns}:{stat.st_size}", path=real)
 
-    def read(self, source: Source) -> bytes:
-        """The bytes of a resolved source (at most max_bytes)."""
+    def read(self, source: Source, cancel: Optional[threading.Event] = None) -> bytes:
+        """The bytes of a resolved source (at most max_bytes, within `deadline` seconds; a set
+        `cancel` event, the client gone, abandons a download)."""
         if source.path is not None:
             size = source.path.stat().st_size
             if size > self.max_bytes:
                 raise self._too_large(str(source.path), size)
             return source.path.read_bytes()
-        return self._download(source.url, source.auth)
+        return self._download(source.url, source.auth, cancel)
 
     def _too_large(self, what: str, size: int, exact: bool = True) -> LimitError:
         if exact:
@@ -154,9 +159,10 @@ class ImageFetcher:
                              "/api/token/refresh/): give a valid personal access token")
         return r.json()["access"]
 
-    def _download(self, url: str, auth: bool) -> bytes:
+    def _download(self, url: str, auth: bool, cancel: Optional[threading.Event] = None) -> bytes:
         import httpx
 
+        end = time.monotonic() + self.deadline
         for attempt in range(2):
             headers = self._headers(refresh=attempt > 0) if auth else {}
             try:
@@ -171,6 +177,11 @@ class ImageFetcher:
                         raise self._too_large(url, int(declared))
                     chunks, size = [], 0
                     for chunk in r.iter_bytes():
+                        if cancel is not None and cancel.is_set():
+                            raise InputError(f"image {url[:120]}: the download was abandoned (the client went away)")
+                        if time.monotonic() > end:
+                            raise InputError(f"image {url[:120]} took longer than {self.deadline:g} s to fetch "
+                                             f"({size} bytes so far)")
                         size += len(chunk)
                         if size > self.max_bytes:
                             raise self._too_large(url, size, exact=False)

@@ -14,11 +14,12 @@ import numpy as np
 
 from ..data.images import InputError
 from ..demo.engine import number
+from ..limits import SERVER_CLICKS
 from ..prompts.checks import box_problem
 
 BOX_TYPES = ("rectanglelabels", "rectangle")
 CLICK_TYPES = ("keypointlabels", "keypoint")
-MAX_CLICKS = 32
+MAX_CLICKS = SERVER_CLICKS  # per prompt (stablesam.limits)
 
 
 @dataclass

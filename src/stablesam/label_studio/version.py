@@ -4,15 +4,16 @@ from pathlib import Path
 from typing import Optional
 
 from ..models.embedded import sha256
-from ..models.spec import DEFAULT_SPEC, ModelSpec
+from ..models.spec import ModelSpec
 
 
 def plugin_file(spec: ModelSpec) -> Optional[Path]:
-    """The plugin file a SPEC loads (the embedded one for tiny-stable-sam), or None."""
-    if spec.base == DEFAULT_SPEC:
-        from ..models.embedded import PLUGIN_FILE
+    """The plugin file a SPEC loads (the embedded one for tiny-stable-sam and the other embedded
+    plugins), or None."""
+    from ..models.embedded import NAMED_PLUGINS, WEIGHTS_DIR
 
-        return PLUGIN_FILE
+    if spec.plugin is None and spec.base in NAMED_PLUGINS:
+        return WEIGHTS_DIR / NAMED_PLUGINS[spec.base][0]
     return spec.plugin
 
 

@@ -6,6 +6,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..precision import autocast_enabled
+
 
 def is_tracing() -> bool:
     """True while torch.jit / torch.onnx trace the model: the plugins then use plain,
@@ -151,7 +153,12 @@ class DeformableSamplingPlugin(nn.Module):
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """x: (B, h*w, C) image features x_p -> (x*_{p+Δp} (B, h*w, C), Δp (B, h, w, 2), or
-        (B, h, w, G, 2) with G > 1 groups)."""
+        (B, h, w, G, 2) with G > 1 groups). Under bf16 / fp16 autocast the plugin runs in fp32
+        (bf16 sampling positions are off by up to a quarter cell) and returns x's dtype."""
+        if not is_tracing() and autocast_enabled(x.device.type):
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                deformed, offsets = self.forward(x.float(), h, w)
+            return deformed.to(x.dtype), offsets
         x_star = self.proj(x)
         if not self.amplitude and self.groups == 1:
             offsets = self.compute_offsets(x_star, h, w)

@@ -5,6 +5,7 @@ from typing import Optional
 import torch
 from torch import nn
 
+from ..precision import autocast_enabled
 from .box_fit import FitGate
 
 
@@ -33,7 +34,10 @@ class DynamicRoutingPlugin(nn.Module):
 
     def forward(self, token: torch.Tensor, fit: Optional[torch.Tensor] = None) -> torch.Tensor:
         """token: (B, n_inputs * C); fit: (B, 2) = (box fit, has a box), read by the fit gate.
-        Returns α (B, 2)."""
+        Returns α (B, 2), in fp32 also under bf16 / fp16 autocast (the plugins run in fp32)."""
+        if autocast_enabled(token.device.type):
+            with torch.autocast(device_type=token.device.type, enabled=False):
+                return self.forward(token.float(), None if fit is None else fit.float())
         z = self.fc2(self.act(self.norm(self.fc1(token))))
         if self.fit_gate is not None:
             if fit is None:

@@ -9,6 +9,7 @@ ROUTING_INPUTS = ("prompt", "iou", "fit")
 FIT_GATES = ("both", "close")
 TOKEN_INPUTS = ("prompt", "iou")  # routing inputs read from the decoder's tokens
 EXTRA_SITES = ("layer1", "final")
+SELECTORS = ("none", "iou", "iou-box")  # `output_selector`
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,14 @@ class PluginConfig:
         to the logit of the deformed features, so loose boxes open the DSP as tight ones close
         it; "close" adds −s·max(0, fit − c), so it only closes the DSP for boxes that fit the base's
         mask tightly and leaves loose ones to the rest of the DRP. Ignored without "fit".
+    selector: fall back at the output (`output_selector`): "none" (default) returns the plugged
+        decoder's output; "iou" also runs the decoder with the plugins off and keeps, per prompt,
+        the plugged output only where its predicted IoU is at least plain SAM's + selector_margin
+        (elsewhere SAM's output, bit for bit; α then reads (0, 1)); "iou-box" does the same for
+        prompts with a box and gives prompts of clicks alone SAM's output (the plugins stand aside
+        where the IoU head misjudges them, docs/results/lodo.md). Inference only: training
+        trains the plugged branch. SAM 1 and HQ-SAM models; about 2x the decoder's time.
+    selector_margin: how much higher (in predicted IoU) the plugged output must score to be kept.
     routing_temperature: α = softmax(z / T): T < 1 makes the routing more decisive for the same
         logits z (and scales their gradients by 1/T); 1 is the paper's softmax.
     The other extensions are off by default; each keeps the untrained plugin exactly SAM.
@@ -81,8 +90,11 @@ class PluginConfig:
     routing_inputs: Tuple[str, ...] = ("prompt", "iou")
     routing_temperature: float = 1.0
     fit_gate: str = "both"
+    selector: str = "none"
+    selector_margin: float = 0.0
 
     def __post_init__(self) -> None:
+        self.check_types_and_ranges()
         object.__setattr__(self, "extra_sites", tuple(self.extra_sites))  # lists from JSON / plugin files
         object.__setattr__(self, "routing_inputs", tuple(self.routing_inputs))
         unknown_inputs = sorted(set(self.routing_inputs) - set(ROUTING_INPUTS))
@@ -91,6 +103,11 @@ class PluginConfig:
                              f"{list(self.routing_inputs)}")
         # t_o itself is always read: an input naming the routing token adds nothing.
         object.__setattr__(self, "routing_inputs", tuple(x for x in self.routing_inputs if x != self.routing_token))
+        if self.selector not in SELECTORS:
+            raise ValueError(f"selector must be one of {SELECTORS}, got {self.selector!r}")
+        if not (isinstance(self.selector_margin, (int, float)) and math.isfinite(self.selector_margin)
+                and -1 <= self.selector_margin <= 1):
+            raise ValueError(f"selector_margin must be a number within -1..1, got {self.selector_margin!r}")
         if self.fit_gate not in FIT_GATES:
             raise ValueError(f"fit_gate must be one of {FIT_GATES}, got {self.fit_gate!r}")
         if not (math.isfinite(self.routing_temperature) and self.routing_temperature > 0):
@@ -114,6 +131,32 @@ class PluginConfig:
             raise ValueError(f"offset_range must be > 0 grid cells, got {self.offset_range}")
         if self.kernel_size < 1 or self.kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be odd and >= 1, got {self.kernel_size}")
+
+    def check_types_and_ranges(self) -> None:
+        """Each option of the right type (a plugin file's config is data, not code) and within its
+        range (`stablesam.limits`: widths and ranks bounded, numbers finite), or ValueError."""
+        from .. import limits
+
+        for name in ("sampled_pe", "use_routing", "amplitude", "projection"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {str(getattr(self, name))[:40]!r}")
+        for name in ("routing_token", "fit_gate"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a name, got {str(getattr(self, name))[:40]!r}")
+        for name in ("extra_sites", "routing_inputs"):
+            value = getattr(self, name)
+            if isinstance(value, str) or not isinstance(value, (list, tuple)) or \
+                    not all(isinstance(x, str) for x in value):
+                raise ValueError(f"{name} must be a list of names, got {str(value)[:60]!r}")
+        limits.EMBED_DIM.check(self.embed_dim, "embed_dim")
+        limits.KERNEL_SIZE.check(self.kernel_size, "kernel_size")
+        limits.ROUTING_HIDDEN.check(self.routing_hidden, "routing_hidden")
+        width = limits.Range("width", 0, self.embed_dim, integer=True, why=f"at most embed_dim = {self.embed_dim}")
+        width.check(self.offset_width, "offset_width")
+        width.check(self.projection_rank, "projection_rank")
+        limits.Range("offset_groups", 1, self.embed_dim, integer=True).check(self.offset_groups, "offset_groups")
+        limits.OFFSET_RANGE.check(self.offset_range, "offset_range")
+        limits.ROUTING_TEMPERATURE.check(self.routing_temperature, "routing_temperature")
 
     def to_dict(self) -> Dict[str, Any]:
         values = asdict(self)

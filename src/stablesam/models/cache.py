@@ -15,10 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..backends.base import Embedding
-from ..backends.registry import backend_for
+from ..modeling.family import Embedding
+from ..modeling.registry import backend_for
 from ..fileio import atomic_torch_save
 from ..fileio import creation_problem, nearest_folder
+from ..precision import autocast, check_precision, default_cache_dtype
 from .files import encoder_fingerprint
 
 CACHE_FORMAT = 2  # 2: each entry carries a CRC-32 of its tensor bytes
@@ -54,8 +55,21 @@ def default_cache_dir() -> Path:
 
 def encode_image(sam: nn.Module, image: np.ndarray) -> Embedding:
     """The family's own preprocessing and encoder (SAM 1: `SamPredictor.set_image`) on an
-    (H, W, 3) uint8 RGB image."""
+    (H, W, 3) uint8 RGB image. An image too thin for the model's resize is an InputError
+    (`stablesam.limits.check_image_side`)."""
+    from ..prompts.checks import check_image
+
+    check_image(image, getattr(getattr(sam, "image_encoder", None), "img_size", None))
     return backend_for(sam).encode(sam, image)
+
+
+def as_dtype(hit: Embedding, dtype: torch.dtype) -> Embedding:
+    """The embedding with its floating-point tensors (features and extras) cast to `dtype`."""
+    def cast(t: torch.Tensor) -> torch.Tensor:
+        return t.to(dtype) if t.is_floating_point() else t
+
+    extras = {k: [cast(t) for t in v] for k, v in hit.extras.items()}
+    return Embedding(cast(hit.features), hit.input_size, hit.original_size, extras)
 
 
 class EmbeddingCache:
@@ -67,24 +81,33 @@ class EmbeddingCache:
     runs (what the cache exists to avoid). A cache that cannot be written (`read_only`, or found
     so at a write, with one `CacheWarning`) reads its entries, recomputes damaged ones in memory
     without deleting them, and keeps new embeddings in memory.
+
+    `precision` (fp32 | bf16 | fp16) is the encoder's autocast; entries of a precision other than
+    fp32 have keys of their own. `dtype` is how embeddings are stored (None: float16 on CUDA,
+    float32 elsewhere); what `get` returns is always float32, rounded through the stored dtype,
+    so a fresh and a cached embedding are the same numbers.
     """
 
-    def __init__(self, root: Optional[Union[str, Path]] = None, memory_items: int = 4, read_only: bool = False):
+    def __init__(self, root: Optional[Union[str, Path]] = None, memory_items: int = 4, read_only: bool = False,
+                 precision: str = "fp32", dtype: Optional[torch.dtype] = None):
         self.root = Path(root) if root is not None else None
         self.memory_items = memory_items
         self.read_only = read_only
+        self.precision = check_precision(precision)
+        self.dtype = dtype
         self._memory: Dict[str, Embedding] = {}
         self._fingerprints: Dict[int, str] = {}
         self.encoder_calls = 0
 
     @classmethod
-    def checked(cls, root: Union[str, Path], memory_items: int = 4) -> "EmbeddingCache":
+    def checked(cls, root: Union[str, Path], memory_items: int = 4, precision: str = "fp32",
+                dtype: Optional[torch.dtype] = None) -> "EmbeddingCache":
         """A cache on `root`, checked first: CacheError when `root` cannot be a folder; read-only
         with a CacheWarning when no file can be created there."""
         existing, problem = nearest_folder(Path(root))
         if problem:
             raise CacheError(problem)
-        cache = cls(root, memory_items)
+        cache = cls(root, memory_items, precision=precision, dtype=dtype)
         problem = creation_problem(existing)
         if problem:
             cache.stop_writing(problem)
@@ -106,6 +129,8 @@ class EmbeddingCache:
         digest = hashlib.sha256()
         if backend.family != "sam1":  # SAM 1 keys stay what they were
             digest.update(backend.family.encode())
+        if self.precision != "fp32":  # fp32 keys stay what they were
+            digest.update(f"precision={self.precision}".encode())
         digest.update(self.model_key(sam).encode())
         digest.update(f"{backend.image_size(sam)}:{image.shape}:{image.dtype}".encode())
         digest.update(np.ascontiguousarray(image).tobytes())
@@ -121,11 +146,23 @@ class EmbeddingCache:
         if hit is None and self.root is not None:
             hit = self._read(key, sam, tuple(image.shape[:2]))
         if hit is None:
-            hit = encode_image(sam, image)
+            device = backend_for(sam).device(sam)
+            with torch.no_grad(), autocast(device, self.precision):
+                hit = encode_image(sam, image)
+            stored = as_dtype(hit, self.dtype or default_cache_dtype(device))
+            hit = as_dtype(stored, torch.float32)
             self.encoder_calls += 1
             if self.root is not None and not self.read_only:
-                self._write(key, hit)
+                self._write(key, stored)
         self._remember(key, hit)
+        return hit
+
+    def load(self, key: str, sam: nn.Module, image_size: Tuple[int, int]) -> Embedding:
+        """The on-disk entry `key` (of an image of `image_size` (H, W)), as `get` returns it;
+        CacheError when it is missing or damaged (training streams its embeddings this way)."""
+        hit = self._read(key, sam, tuple(image_size)) if self.root is not None else None
+        if hit is None:
+            raise CacheError(f"embedding {key} is missing from {self.root} or damaged: rerun the command")
         return hit
 
     def _write(self, key: str, hit: Embedding) -> None:
@@ -164,7 +201,8 @@ class EmbeddingCache:
                     pass  # a folder that lets us read but not delete: recomputed in memory
             return None
         device = backend_for(sam).device(sam)
-        return Embedding(features, obj["input_size"], obj["original_size"], extras).to(device)
+        hit = Embedding(features, obj["input_size"], obj["original_size"], extras)
+        return as_dtype(hit, torch.float32).to(device)
 
     def _remember(self, key: str, value: Embedding) -> None:
         self._memory.pop(key, None)

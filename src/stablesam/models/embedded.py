@@ -8,21 +8,30 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 from segment_anything.modeling import Sam
 
+from ..modeling.family import AUTOMATIC_DEFAULTS_ATTR
+
 WEIGHTS_DIR = Path(__file__).parents[1] / "weights"
 BASE_FILE = WEIGHTS_DIR / "tiny_sam.pt"
 PLUGIN_FILE = WEIGHTS_DIR / "tiny_stable_sam_plugin.pt"
 CHECKSUM_FILE = WEIGHTS_DIR / "SHA256SUMS"
 EXAMPLES_DIR = Path(__file__).parents[1] / "examples"
 EXAMPLE_IMAGE = EXAMPLES_DIR / "cat.jpg"
-EMBEDDED = ("tiny-sam", "tiny-stable-sam")  # SPEC heads: the base model, the base with its plugin
+# The embedded plugins of the embedded base, by SPEC head: (file in WEIGHTS_DIR, when to use it).
+# The first is the default SPEC's; each has its figures in docs/results/lodo.md.
+NAMED_PLUGINS: Dict[str, Tuple[str, str]] = {
+    "tiny-stable-sam": ("tiny_stable_sam_plugin.pt",
+                        "the default: gentle, safe on every kind of image (cluttered scenes included)"),
+}
+EMBEDDED = ("tiny-sam", *NAMED_PLUGINS)  # SPEC heads: the base model, then the base with each plugin
 # Automatic-mask ("segment everything") thresholds calibrated for the embedded tiny SAM, which
 # predicts lower IoUs and softer logits than Meta's SAM (whose generator defaults, 0.88 / 0.95,
-# were chosen for ViT-H and keep no mask of this model): chosen on 6 training images (16 x 16
-# grid) for about 10 masks per image and nearly the best ground-truth IoU. `load_embedded_sam`
+# were chosen for ViT-H and keep no mask of this model): on 10 training images (2 per set,
+# 10 x 10 grid), stability >= 0.3 found 90 % of the objects at IoU >= 0.5 against 70 % with 0.5,
+# and predicted IoU > 0.3 kept that recall with the fewest masks (6.4 per image; 0.1: 15.5);
+# benchmarks/automatic_masks.py calibrate, docs/results/automatic_masks.md. `load_embedded_sam`
 # records them on the model (`AUTOMATIC_DEFAULTS_ATTR`), so that the Python generator and
 # `segment --everything` both default to them.
-AUTOMATIC_DEFAULTS = {"pred_iou_thresh": 0.3, "stability_score_thresh": 0.5}
-AUTOMATIC_DEFAULTS_ATTR = "stablesam_automatic_defaults"
+AUTOMATIC_DEFAULTS = {"pred_iou_thresh": 0.3, "stability_score_thresh": 0.3}
 
 
 def embedded_available() -> bool:
@@ -56,6 +65,17 @@ def verify(path: Path) -> None:
     if actual != expected:
         raise CheckpointError(f"{path}: checksum {actual[:16]}… does not match the recorded {expected[:16]}… "
                               "(damaged installation? reinstall stablesam)")
+
+
+def named_plugin_file(head: str) -> Optional[Path]:
+    """The checksum-verified plugin file of an embedded SPEC head (None for tiny-sam)."""
+    if head not in NAMED_PLUGINS:
+        return None
+    path = WEIGHTS_DIR / NAMED_PLUGINS[head][0]
+    if not path.is_file():
+        raise FileNotFoundError(f"the embedded plugin of {head} ({path.name}) is missing in {WEIGHTS_DIR}")
+    verify(path)
+    return path
 
 
 def load_embedded_sam(device: Union[str, torch.device] = "cpu") -> Tuple[Sam, Optional[Path]]:

@@ -8,7 +8,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from segment_anything.modeling import Sam
 
-from ..backends.registry import backend_for, family_title, get_backend
+from ..modeling.registry import backend_for, family_title, get_backend
 from ..backends.official import CheckpointError, PathLike, check_size, describe_mismatch, read_weights
 from ..fileio import atomic_torch_save
 from ..modeling import PluginConfig, StableSam
@@ -77,6 +77,11 @@ def read_plugin(path: PathLike) -> Dict[str, Any]:
         obj["config"] = PluginConfig.from_saved(obj["config"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: bad plugin config: {e}") from None
+    from ..limits import nonfinite_weight
+
+    if nonfinite_weight(obj["state_dict"]):
+        raise CheckpointError(f"{path}: plugin weight {nonfinite_weight(obj['state_dict'])!r} holds NaN or infinite "
+                              "values (a damaged file, or a training run that diverged)")
     return obj
 
 
@@ -110,7 +115,7 @@ def check_base(sam: torch.nn.Module, obj: Dict[str, Any], path: PathLike, force:
         raise CheckpointError(
             f"{path} was trained for base model {base.get('name', '?')!r} (fingerprint "
             f"{base.get('fingerprint')}), but this SAM's weights have fingerprint {fingerprint}; "
-            f"{why}. Use force=True (CLI: --force) to load anyway."
+            f"{why}. Use force=True (CLI: --force-plugin) to load anyway."
         )
 
 
@@ -165,6 +170,12 @@ def load_decoder(sam: torch.nn.Module, path: PathLike, force: bool = False) -> N
         raise CheckpointError(f"{path}: decoder format version {version!r} is not one this stablesam reads (1, 2); "
                               "upgrade stablesam")
     check_base(sam, obj, path, force, "decoder weights belong to the SAM they were tuned from")
+    from ..limits import nonfinite_weight
+
+    bad = nonfinite_weight({**obj["state_dict"], **obj.get("prompt_encoder", {})})
+    if bad:
+        raise CheckpointError(f"{path}: decoder weight {bad!r} holds NaN or infinite values (a damaged file, or a "
+                              "training run that diverged)")
     try:
         backend_for(sam).decoder(sam).load_state_dict(obj["state_dict"])
         if "prompt_encoder" in obj:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..backends.official import CheckpointError, PathLike
-from ..backends.registry import backend_for_head, get_backend
+from ..modeling.registry import backend_for_head, get_backend
 from ..modeling import StableSam
 from .embedded import EMBEDDED
 from .files import attach_plugin, load_sam_file
@@ -28,7 +28,9 @@ def load_model(
     given, else with `plugins_enabled = False` (plain SAM). With no checkpoint:
     the embedded tiny model (its Stable-SAM plugin unless `plugin` names another file).
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from ..limits import checked_device
+
+    device = checked_device(device)  # an unknown or absent device: InputError
     if checkpoint is None:
         sam, default_plugin = load_base("tiny-stable-sam", None, device)
         plugin = plugin if plugin is not None else default_plugin
@@ -53,10 +55,12 @@ def load_base(head: str, checkpoint: Optional[PathLike], device: Union[str, torc
     (tiny-sam; tiny-stable-sam with its plugin), a stablesam SAM file (sam), or an official
     checkpoint of a registered family. The one dispatcher `build_model` and `load_model` use."""
     if head in EMBEDDED:
-        from .embedded import load_embedded_sam  # looked up at call time (tests replace it)
+        from .embedded import load_embedded_sam, named_plugin_file  # looked up at call time (tests replace it)
 
         sam, default_plugin = load_embedded_sam(device)
-        return sam, default_plugin if head == "tiny-stable-sam" else None
+        if head == "tiny-stable-sam":
+            return sam, default_plugin
+        return sam, named_plugin_file(head)
     if head == "sam":
         return load_sam_file(checkpoint, device), None
     return load_official(head, checkpoint, device), None

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..backends.predictor import StableSamPredictor
 from ..modeling import StableSam
+from ..precision import autocast
 from ..prompts.generation import Prompts
 from ..prompts.kinds import BOX_KINDS, EVAL_KINDS
 from .cache import EmbeddingCache
@@ -33,10 +34,13 @@ class Segmenter:
 
 
 class SamSegmenter(Segmenter):
-    """A (Stable-)SAM: embeddings from the cache, all n prompts in one decoder call."""
+    """A (Stable-)SAM: embeddings from the cache, all n prompts in one decoder call; the decoder
+    under autocast with `precision` bf16 / fp16 (`stablesam.precision`)."""
 
-    def __init__(self, name: str, model: StableSam, cache: Optional[EmbeddingCache] = None):
+    def __init__(self, name: str, model: StableSam, cache: Optional[EmbeddingCache] = None,
+                 precision: str = "fp32"):
         self.name = name
+        self.precision = precision
         self.model = model.eval()
         self.plugins = model.plugins_enabled
         self.cache = cache if cache is not None else EmbeddingCache(None)
@@ -47,9 +51,10 @@ class SamSegmenter(Segmenter):
 
     def predict(self, prompts: Prompts, multimask: bool = False) -> np.ndarray:
         self.model.plugins_enabled = self.plugins
-        masks, scores, _ = self.predictor.predict_batch(
-            prompts.boxes, prompts.point_coords, prompts.point_labels, multimask_output=multimask
-        )
+        with autocast(self.model.device, self.precision):
+            masks, scores, _ = self.predictor.predict_batch(
+                prompts.boxes, prompts.point_coords, prompts.point_labels, multimask_output=multimask
+            )
         best = scores.argmax(axis=1)  # single-mask output: the only mask
         return masks[np.arange(len(masks)), best]
 

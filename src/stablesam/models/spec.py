@@ -1,6 +1,6 @@
 """Model SPECs (one syntax for eval, train, segment and demo) and the one dispatcher that builds
 any of them. The SPEC heads of the SAM families and their help lines come from the registry
-(`stablesam.backends.registry`); this module names no family."""
+(`stablesam.modeling.registry`); this module names no family."""
 
 import re
 from dataclasses import dataclass
@@ -9,12 +9,12 @@ from typing import Optional, Tuple
 
 import torch
 
-from ..backends.base import MissingExtra
+from ..modeling.family import MissingExtra
 from ..backends.official import CheckpointError
-from ..backends.registry import accepted_lines, backend_for_head, require
+from ..modeling.registry import accepted_lines, backend_for_head, require
 from ..modeling import StableSam
 from .cache import EmbeddingCache
-from .embedded import EMBEDDED
+from .embedded import EMBEDDED, NAMED_PLUGINS
 from .files import load_decoder
 from .loading import load_base, wrap_sam
 from .segmenters import GrabCutSegmenter, SamSegmenter, Segmenter
@@ -23,6 +23,7 @@ DEFAULT_SPEC = "tiny-stable-sam"
 OWN_SPEC_HELP = "  sam:PATH                             SAM from a stablesam SAM file (architecture + weights)"
 SPEC_HELP_TAIL = (
     "  tiny-sam, tiny-stable-sam            the embedded base model / the embedded Stable-SAM",
+    *(f"  {head:<37}{use}" for head, (_, use) in list(NAMED_PLUGINS.items())[1:]),
     "  SPEC+plugin=PATH                     Stable-SAM: that SAM with the plugin file at PATH",
     "  SPEC+decoder=PATH                    that SAM with decoder-tuned weights (DT baseline)",
 )
@@ -85,8 +86,8 @@ def parse_model_spec(text: str) -> ModelSpec:
         raise SpecError(f"unknown model SPEC {text!r}\n{ACCEPTED}")
     plugin = Path(extras["plugin"]) if "plugin" in extras else None
     decoder = Path(extras["decoder"]) if "decoder" in extras else None
-    if base == "tiny-stable-sam" and plugin is not None:
-        raise SpecError(f"{text!r}: tiny-stable-sam already has its plugin; use tiny-sam+plugin=PATH")
+    if base in EMBEDDED and base != "tiny-sam" and plugin is not None:
+        raise SpecError(f"{text!r}: {base} already has its plugin; use tiny-sam+plugin=PATH")
     folder = family is not None and family.checkpoint_is_folder
     if folder and not checkpoint.is_dir():
         raise SpecError(f"model SPEC {text!r}: {base}:DIR needs a folder (what save_pretrained writes), "
@@ -105,7 +106,12 @@ def parse_model_spec(text: str) -> ModelSpec:
 
 def build_model(spec: ModelSpec, device: Optional[str] = None, force: bool = False) -> StableSam:
     """The StableSam a (non-grabcut) SPEC names; plugins on only with a plugin."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    from ..limits import RangeError, checked_device
+
+    try:
+        device = checked_device(device)
+    except RangeError as e:
+        raise SpecError(str(e)) from None
     try:
         sam, default_plugin = load_base(spec.base, spec.checkpoint, device)
         plugin = spec.plugin if spec.plugin is not None else default_plugin

@@ -15,16 +15,18 @@ from typing import Optional, Union
 
 import numpy as np
 
+from ..limits import CLICKS, NOISE_SCALE
 from .kinds import ADV_BOX, ADV_POINT, BEST_BOX, GT_BOX, NOISY_BOX, POINTS, SEARCHED
 
 DEFAULT_PROMPTS = (
     "gt-box,noisy-box@0.1,noisy-box@0.2,noisy-box@0.3,noisy-box@0.4,noisy-box@0.5,"
     "points@1,points@3,points@5"
 )
-MAX_CLICKS = 100  # points@K: K at most this
-_ACCEPTED = ("accepted forms: 'gt-box', 'noisy-box@S' (S a float >= 0, e.g. noisy-box@0.4), "
+MAX_CLICKS = int(CLICKS.high)  # points@K: K at most this (stablesam.limits)
+MAX_NOISE = NOISE_SCALE.high
+_ACCEPTED = (f"accepted forms: 'gt-box', 'noisy-box@S' (S a number in 0..{MAX_NOISE:g}, e.g. noisy-box@0.4), "
              f"'points@K' (K an int in 1..{MAX_CLICKS}), 'adv-box@R' / 'best-box@R' (the worst / best "
-             "box within noisy-box@R's reach, R a float >= 0), 'adv-point' (the worst single click)")
+             f"box within noisy-box@R's reach, R in 0..{MAX_NOISE:g}), 'adv-point' (the worst single click)")
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,9 @@ def parse_prompt(name: Union[str, PromptType]) -> PromptType:
             scale = float(arg)
         except ValueError:
             raise ValueError(f"bad noise scale {arg!r} in prompt {text!r}; {_ACCEPTED}") from None
-        if not math.isfinite(scale) or scale < 0:
-            raise ValueError(f"noise scale must be finite and >= 0 in prompt {text!r}; {_ACCEPTED}")
+        if not math.isfinite(scale) or not NOISE_SCALE.low <= scale <= NOISE_SCALE.high:
+            raise ValueError(f"noise scale {arg.strip()[:20]} in prompt {text[:40]!r} is out of range: it must be "
+                             f"{NOISE_SCALE.text()}; {_ACCEPTED}")
         return PromptType(kind, scale)
     if kind == POINTS and sep:
         try:
@@ -67,7 +70,8 @@ def parse_prompt(name: Union[str, PromptType]) -> PromptType:
         except ValueError:
             raise ValueError(f"bad click count {arg!r} in prompt {text!r}; {_ACCEPTED}") from None
         if not 1 <= k <= MAX_CLICKS:
-            raise ValueError(f"click count must be in 1..{MAX_CLICKS} in prompt {text!r}; {_ACCEPTED}")
+            raise ValueError(f"click count {str(k)[:20]} in prompt {text[:40]!r} is out of range: it must be {CLICKS.text()}; "
+                             f"{_ACCEPTED}")
         return PromptType("points", k)
     raise ValueError(f"unknown prompt type {text!r}; {_ACCEPTED}")
 

@@ -16,10 +16,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ..backends.geometry import prompts_to_frame
+from ..modeling.geometry import prompts_to_frame
 from ..fileio import atomic_torch_save, remove_stale_temps, write_text
 from ..modeling import StableSam
 from ..models.files import base_fingerprint
+from ..precision import autocast, is_out_of_memory, oom_message
 from ..prompts.adversarial import MIN_BOX_SIDE, search_box
 from ..prompts.generation import Prompts, box_from_noise, mask_to_box, object_rng
 from .interactive import image_cells, interactive_loss
@@ -77,9 +78,14 @@ class TrainStep(nn.Module):
         return torch.stack(losses).mean()
 
     def embedding(self, obj: TrainObject):
-        """The object's cached embedding (1, C, h, w) and the family's extras, on the model's device."""
+        """The object's cached embedding (1, C, h, w) and the family's extras, on the model's device
+        in float32."""
         device = self.model.device
-        return obj.embedding.to(device), {k: [t.to(device) for t in v] for k, v in obj.extras.items()}
+        def f32(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, torch.float32) if t.is_floating_point() else t.to(device)
+
+        embedding, extras = obj.features()
+        return f32(embedding), {k: [f32(t) for t in v] for k, v in extras.items()}
 
     def mine_adv_box(self, obj: TrainObject, box: np.ndarray, session: Dict) -> np.ndarray:
         """The box (4,) within noisy-box@scale's reach of `box` that the model, as it is now,
@@ -203,6 +209,24 @@ def param_groups(model: StableSam, params: List[nn.Parameter], config: TrainConf
             {"params": [p for p in params if id(p) in gate], "lr": config.fit_gate_lr}]
 
 
+def out_of_memory_as_error(error: RuntimeError, step: int, config: TrainConfig) -> RuntimeError:
+    """A CUDA out-of-memory error as a TrainingError of one line with the batch size to try;
+    any other error as it is."""
+    if not is_out_of_memory(error):
+        return error
+    return TrainingError(oom_message(f"training step {step + 1}", config.batch_size))
+
+
+def grad_scaler(device: torch.device, precision: str):
+    """fp16's gradient scaler (None for fp32 and bf16, which need none)."""
+    if precision != "fp16":
+        return None
+    try:
+        return torch.amp.GradScaler(torch.device(device).type)
+    except (AttributeError, TypeError, RuntimeError):  # torch < 2.3: CUDA only
+        return torch.cuda.amp.GradScaler(enabled=torch.device(device).type == "cuda")
+
+
 def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out: Path,
           resume: bool = False, progress: bool = True, base_name: str = "sam") -> Dict:
     """Run (or resume) training; rank 0 writes the weights, config, log and checkpoints."""
@@ -222,6 +246,7 @@ def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out
     runner = DistributedDataParallel(step_module, find_unused_parameters=config.tune != "plugins") \
         if distributed else step_module
     optimizer = torch.optim.Adam(param_groups(model, params, config), lr=config.lr)
+    scaler = grad_scaler(model.device, config.precision)
     ckpt_path = out / "checkpoint.pt"
     start, log, last_saved = 0, [], None
     if resume and ckpt_path.is_file():
@@ -255,8 +280,12 @@ def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out
                desc=f"train {config.tune}", unit="step", disable=not progress or rank > 0)
     t0 = time.time() - (log[-1]["seconds"] if log else 0.0)  # a resumed run's clock goes on
     for step in bar:
-        loss = runner(step_items(objects, step, config, rank, world))
-        value = loss.detach().clone()
+        try:  # the forward under autocast (--precision), the backward outside it
+            with autocast(model.device, config.precision):
+                loss = runner(step_items(objects, step, config, rank, world))
+        except RuntimeError as e:
+            raise out_of_memory_as_error(e, step, config) from None
+        value = loss.detach().float().clone()
         if distributed:
             dist.all_reduce(value)
             value /= world
@@ -266,8 +295,16 @@ def train(model: StableSam, objects: List[TrainObject], config: TrainConfig, out
             raise TrainingError(f"loss is {value.item()} at step {step + 1}: training stopped; {kept}. "
                                 "Try a lower --lr.")
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        try:
+            if scaler is None:
+                loss.backward()
+                optimizer.step()
+            else:  # fp16: loss scaling keeps small gradients from flushing to zero
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+        except RuntimeError as e:
+            raise out_of_memory_as_error(e, step, config) from None
         log.append({"step": step + 1, "loss": float(value), "lr": config.lr, "seconds": round(time.time() - t0, 3)})
         bar.set_postfix(loss=f"{float(value):.4f}")
         if rank == 0 and step + 1 in config.snapshots:

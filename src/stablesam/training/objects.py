@@ -3,7 +3,7 @@ low-res logit frame, prepared once before the first step; with `augment` > 0, al
 augmented views of it (`stablesam.data.augment`), each embedded and cached like an image."""
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -12,7 +12,8 @@ from tqdm import tqdm
 from ..data.augment import augmented_view
 from ..data.datasets import DataError, Sample, read_image
 from ..modeling import StableSam
-from ..models.cache import EmbeddingCache
+from ..models.cache import EmbeddingCache, as_dtype
+from ..precision import default_cache_dtype
 from ..prompts.generation import object_rng
 
 
@@ -21,13 +22,20 @@ class TrainObject:
     """One training object, ready for decoder passes."""
 
     name: str
-    embedding: torch.Tensor  # (1, C, h, w)
+    embedding: torch.Tensor  # (1, C, h, w), in the cache's stored dtype (float16 on CUDA)
     target: torch.Tensor  # (1, 1, 4h, 4w) whole-object mask in the low-res logit frame, soft
     mask_bits: np.ndarray  # np.packbits of the (H, W) mask
     shape: tuple  # (H, W)
     valid: Optional[torch.Tensor] = None  # (1, 1, 4h, 4w) weight: 0 on ignore pixels, None if none
     extras: Dict = field(default_factory=dict)  # what else the family's decoder reads (Embedding.extras)
     views: List["TrainObject"] = field(default_factory=list)  # augmented views of the same object
+    # streamed: () -> (embedding, extras) read from the disk cache at each use (`embedding` is then
+    # empty), so a run holds no embedding in memory
+    loader: Optional[Callable[[], Tuple[torch.Tensor, Dict]]] = None
+
+    def features(self) -> Tuple[torch.Tensor, Dict]:
+        """The embedding (1, C, h, w) and the extras, from memory or (streamed) from the cache."""
+        return self.loader() if self.loader is not None else (self.embedding, self.extras)
 
     def mask(self) -> np.ndarray:
         h, w = self.shape
@@ -49,18 +57,32 @@ def object_views(sample: Sample, name: str, augment: int, seed: int) -> Iterator
 
 
 def make_object(name: str, image: np.ndarray, mask: np.ndarray, ignore: Optional[np.ndarray], model: StableSam,
-                cache: EmbeddingCache) -> TrainObject:
+                cache: EmbeddingCache, stream: bool = False) -> TrainObject:
+    """A training object; with `stream` (a disk cache that can be written), its embedding is
+    read from the cache at each use instead of held in memory."""
     sam, backend = model.sam, model.backend
-    emb = cache.get(sam, image).to(torch.device("cpu"))
+    hit = cache.get(sam, image)
     valid = None if ignore is None else 1 - backend.low_res_target(ignore, sam)
-    return TrainObject(name, emb.features.detach(), backend.low_res_target(mask, sam), np.packbits(mask.ravel()),
-                       mask.shape, valid, emb.extras)
+    target, bits = backend.low_res_target(mask, sam), np.packbits(mask.ravel())
+    if stream and cache.root is not None and not cache.read_only:  # the entry is on disk
+        key, size = cache.key(sam, image), tuple(image.shape[:2])
+
+        def load() -> Tuple[torch.Tensor, Dict]:
+            entry = cache.load(key, sam, size)
+            return entry.features, entry.extras
+
+        return TrainObject(name, torch.empty(0), target, bits, mask.shape, valid, loader=load)
+    # Kept in the cache's stored dtype (float16 on CUDA: the values the cache hands out are
+    # rounded through it, so this loses nothing and halves the memory); the step casts to float32.
+    emb = as_dtype(hit, cache.dtype or default_cache_dtype(backend.device(sam))).to(torch.device("cpu"))
+    return TrainObject(name, emb.features.detach(), target, bits, mask.shape, valid, emb.extras)
 
 
 def prepare_objects(datasets: Sequence, model: StableSam, cache: EmbeddingCache, progress: bool,
-                    augment: int = 0, seed: int = 0) -> List[TrainObject]:
+                    augment: int = 0, seed: int = 0, stream: bool = False) -> List[TrainObject]:
     """Embeddings (through the cache: the encoder runs at most once per image and view) and
-    targets; each object with `augment` augmented views drawn from `seed`."""
+    targets; each object with `augment` augmented views drawn from `seed`; with `stream`, the
+    embeddings stay on disk and each step reads its objects' (`make_object`)."""
     objects = []
     for ds in datasets:
         for i in tqdm(range(len(ds)), desc=f"prepare {ds.name}", unit="obj", disable=not progress):
@@ -68,9 +90,9 @@ def prepare_objects(datasets: Sequence, model: StableSam, cache: EmbeddingCache,
             if sample is None:
                 continue
             name = f"{ds.name}/{sample.name}"
-            obj = make_object(name, sample.image, sample.mask, sample.ignore, model, cache)
+            obj = make_object(name, sample.image, sample.mask, sample.ignore, model, cache, stream)
             for view, image, mask, ignore in object_views(sample, name, augment, seed):
-                obj.views.append(make_object(f"{name}#{view}", image, mask, ignore, model, cache))
+                obj.views.append(make_object(f"{name}#{view}", image, mask, ignore, model, cache, stream))
             objects.append(obj)
     return objects
 

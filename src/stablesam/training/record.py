@@ -20,7 +20,7 @@ CHECKPOINT_FORMAT = "stablesam-train-checkpoint"
 
 
 RESUME_KEYS = ("tune", "batch_size", "lr", "seed", "rts", "mixture", "plugin", "data", "model", "total_steps",
-               "terms", "augment", "fit_gate_lr")
+               "terms", "augment", "fit_gate_lr", "precision")
 
 
 class TrainingError(RuntimeError):
@@ -53,6 +53,7 @@ class TrainConfig:
     dice_weight: float = 1.0
     augment: int = 0  # augmented views per object (`stablesam.data.augment`), each visit draws one or the original
     checkpoint_every: int = 50
+    precision: str = "fp32"  # autocast of the decoder passes: fp32 | bf16 | fp16 (`stablesam.precision`)
     # step -> file stem: the weights are also written as OUT/STEM.pt when that step is reached.
     # The learning rate is constant and each step a pure function of (seed, step), so a snapshot
     # at step s equals the final weights of the same run with total_steps = s.
@@ -75,6 +76,7 @@ def with_defaults(config: Dict) -> Dict:
     out["terms"] = RoutingTerms.saved_values(out.get("terms"))
     out.setdefault("augment", 0)  # trained without augmented views
     out.setdefault("fit_gate_lr", None)  # the fit gate trained at lr
+    out.setdefault("precision", "fp32")  # trained before --precision: in fp32
     return out
 
 

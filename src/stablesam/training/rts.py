@@ -65,10 +65,12 @@ class RtsMixture:
             raise ValueError(f"RTS part_clicks must be in [0, 1], got {self.part_clicks}")
         if not (math.isfinite(self.deepest_clicks) and 0 <= self.deepest_clicks <= 1):
             raise ValueError(f"RTS deepest_clicks must be in [0, 1], got {self.deepest_clicks}")
-        if self.interactive_clicks < 1:
-            raise ValueError(f"RTS interactive_clicks must be >= 1, got {self.interactive_clicks}")
-        if self.adv_budget < 1:
-            raise ValueError(f"RTS adv_budget must be >= 1, got {self.adv_budget}")
+        from ..limits import INTERACTIVE_CLICKS, NOISE_SCALE, RTS_ADV_BUDGET, RTS_MAX_POINTS
+
+        NOISE_SCALE.check(self.max_noise, "RTS max-noise")
+        RTS_MAX_POINTS.check(self.max_points, "RTS max-points")
+        INTERACTIVE_CLICKS.check(self.interactive_clicks, "RTS interactive-clicks")
+        RTS_ADV_BUDGET.check(self.adv_budget, "RTS adv-budget")
 
     @classmethod
     def saved_values(cls, values: Dict) -> Dict:

@@ -1,0 +1,1 @@
+"""Stable-SAM inside other tools (FiftyOne: `stablesam.integrations.fiftyone`, the [fiftyone] extra)."""

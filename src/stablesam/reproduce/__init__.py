@@ -1,0 +1,1 @@
+"""`stablesam reproduce`: the paper's experiment (HQSeg-44K, four test sets, report), resumable."""
