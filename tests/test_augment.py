@@ -110,4 +110,4 @@ def test_train_with_augment_records_it_and_refuses_to_resume_with_another(train_
     assert main([*args, "--resume"]) == 2  # --augment 0 is another run
     assert "differs in: augment" in capsys.readouterr().err
     assert main([*args, "--augment", "-1", "--out", str(tmp / "bad")]) == 2
-    assert "--augment must be >= 0" in capsys.readouterr().err
+    assert "--augment = -1 is out of range" in capsys.readouterr().err

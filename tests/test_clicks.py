@@ -175,6 +175,6 @@ def test_eval_cli_clicks_protocol_writes_tables_csv_and_curve(tmp_path, fake_emb
     rows = list(csv.DictReader((out / "per_object.csv").open()))
     click_rows = [r for r in rows if r["protocol"] == "clicks"]
     assert len(click_rows) == 4 and all(len(r["ious"].split()) == 3 for r in click_rows)
-    assert main(args[:3] + ["--model", "grabcut", "--protocol", "clicks", "--out", str(out)]) == 2
+    assert main(args[:3] + ["--model", "grabcut", "--protocol", "clicks", "--out", str(out.parent / "refused")]) == 2
     assert "takes no clicks" in capsys.readouterr().err
-    assert main(args[:5] + ["--protocol", "taps", "--out", str(out)]) == 2
+    assert main(args[:5] + ["--protocol", "taps", "--out", str(out.parent / "refused")]) == 2

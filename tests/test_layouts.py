@@ -111,7 +111,7 @@ def test_eval_cli_reads_a_list_file(tmp_path, fake_embedded, capsys):
                  "--samples", "1", "--no-cache", "--out", str(out)]) == 0
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert {r["dataset"] for r in rows} >= {"A", "B"} and all(r["objects"] == 1 for r in rows if r["dataset"] in "AB")
-    assert main(["eval", "--data", str(tmp_path / "nowhere.txt"), "--model", "tiny-sam", "--out", str(out)]) == 2
+    assert main(["eval", "--data", str(tmp_path / "nowhere.txt"), "--model", "tiny-sam", "--out", str(out.parent / "refused")]) == 2
     assert "nowhere.txt: no such file or folder" in capsys.readouterr().err
 
 

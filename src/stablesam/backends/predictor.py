@@ -1,7 +1,7 @@
 """StableSamPredictor: the family's own predictor's call shape (SamPredictor for SAM 1 and
 HQ-SAM, SAM2ImagePredictor for SAM 2), plus batched prompts and routing read-outs."""
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -110,6 +110,43 @@ class StablePredictorMixin:
             "alpha": None if alpha is None else alpha.cpu().numpy(),
             "offsets": None if offsets is None else offsets.cpu().numpy(),
         }
+
+
+class Sam2StylePredictorMixin:
+    """What SAM 2's `SAM2ImagePredictor` and SAM 3's `SAM3InteractiveImagePredictor` (the same
+    design) need for the plugins: decoding engaged, batched prompts through their `_prep_prompts`
+    and `_predict`, and cached embeddings (with the high-res features). Put before
+    `StablePredictorMixin` in the bases."""
+
+    @property
+    def is_image_set(self) -> bool:
+        return self._is_image_set
+
+    @property
+    def original_size(self) -> Tuple[int, int]:
+        return tuple(self._orig_hw[-1])
+
+    @torch.no_grad()
+    def _predict(self, *args: Any, **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        self.stable.last_alpha = self.stable.last_offsets = None
+        with self.stable.engaged():
+            return super()._predict(*args, **kwargs)
+
+    def _batch_inputs(self, boxes: Optional[np.ndarray], point_coords: Optional[np.ndarray],
+                      point_labels: Optional[np.ndarray]):
+        _, coords, labels, boxes_t = self._prep_prompts(point_coords, point_labels, boxes, None, True)
+        return coords, labels, boxes_t
+
+    def _decode_batch(self, points, labels, boxes, multimask_output: bool, return_logits: bool):
+        return self._predict(points, labels, boxes, None, multimask_output, return_logits=return_logits)
+
+    def set_embedding(self, embedding) -> None:
+        """Use a cached `Embedding` (with its high-res features) instead of `set_image`."""
+        self.reset_predictor()
+        embedding = embedding.to(self.device)
+        self._features = {"image_embed": embedding.features, "high_res_feats": embedding.extras["high_res_feats"]}
+        self._orig_hw = [tuple(embedding.original_size)]
+        self._is_image_set = True
 
 
 class StableSamPredictor(StablePredictorMixin, SamPredictor):

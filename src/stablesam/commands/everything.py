@@ -132,7 +132,7 @@ def with_progress(gen: Any, total: Optional[int]):
     """A tqdm bar (clicks decoded, with ETA) that `gen`'s decoder batches advance; returns it."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="click", desc="automatic masks", dynamic_ncols=True, leave=False)
+    bar = tqdm(total=total, unit="click", desc="automatic masks", dynamic_ncols=True, leave=True)
     process = gen._process_batch  # what every family's generator runs per batch of clicks
 
     def counted(points, *args: Any, **kwargs: Any):

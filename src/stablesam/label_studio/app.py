@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Dict
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ..demo.app import HttpError, api, read_body

@@ -21,6 +21,9 @@ EXAMPLE_IMAGE = EXAMPLES_DIR / "cat.jpg"
 NAMED_PLUGINS: Dict[str, Tuple[str, str]] = {
     "tiny-stable-sam": ("tiny_stable_sam_plugin.pt",
                         "the default: gentle, safe on every kind of image (cluttered scenes included)"),
+    "tiny-stable-sam-strong": ("tiny_stable_sam_strong_plugin.pt",
+                               "loose boxes around one main object: a stronger plugin that falls back to SAM "
+                               "where SAM's IoU head prefers SAM's mask, and on clicks alone"),
 }
 EMBEDDED = ("tiny-sam", *NAMED_PLUGINS)  # SPEC heads: the base model, then the base with each plugin
 # Automatic-mask ("segment everything") thresholds calibrated for the embedded tiny SAM, which

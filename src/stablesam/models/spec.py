@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-import torch
 
 from ..modeling.family import MissingExtra
 from ..backends.official import CheckpointError

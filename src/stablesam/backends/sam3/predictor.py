@@ -1,13 +1,12 @@
 """StableSam3Predictor: SAM 3's SAM 1-task predictor (`SAM3InteractiveImagePredictor`) with the
 plugins, `predict_batch`, `routing` and `set_embedding`."""
 
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import numpy as np
-import torch
 from sam3.model.sam1_task_predictor import SAM3InteractiveImagePredictor
 
-from ..predictor import StablePredictorMixin, check_stable
+from ..predictor import Sam2StylePredictorMixin, StablePredictorMixin, check_stable
 from .tracker import tracker_of
 
 
@@ -24,7 +23,7 @@ def plain_predictor(model: Any, **kwargs: Any) -> SAM3InteractiveImagePredictor:
     return fit_feature_sizes(SAM3InteractiveImagePredictor(tracker_of(model), **kwargs))
 
 
-class StableSam3Predictor(StablePredictorMixin, SAM3InteractiveImagePredictor):
+class StableSam3Predictor(Sam2StylePredictorMixin, StablePredictorMixin, SAM3InteractiveImagePredictor):
     """`SAM3InteractiveImagePredictor`'s call shape (`set_image`, `predict`; multimask_output
     defaults to True as there; boxes and clicks in original-image pixels, SAM 1 style) for a
     StableSam wrapping a SAM 3 image model or its tracker. `set_image` runs the image model's
@@ -39,14 +38,6 @@ class StableSam3Predictor(StablePredictorMixin, SAM3InteractiveImagePredictor):
         fit_feature_sizes(self)
         object.__setattr__(self, "stable", model)  # not a submodule of this predictor
 
-    @property
-    def is_image_set(self) -> bool:
-        return self._is_image_set
-
-    @property
-    def original_size(self) -> Tuple[int, int]:
-        return tuple(self._orig_hw[-1])
-
     def set_image(self, image: np.ndarray, image_format: str = "RGB") -> None:
         """image: (H, W, 3) uint8 in `image_format` (RGB or BGR); encoded by the image model's
         backbone (a tracker built without one cannot encode: use `set_embedding`)."""
@@ -55,25 +46,3 @@ class StableSam3Predictor(StablePredictorMixin, SAM3InteractiveImagePredictor):
         if image_format == "BGR":
             image = image[..., ::-1]
         self.set_embedding(self.stable.backend.encode(self.stable.sam, np.ascontiguousarray(image)))
-
-    @torch.no_grad()
-    def _predict(self, *args: Any, **kwargs: Any) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        self.stable.last_alpha = self.stable.last_offsets = None
-        with self.stable.engaged():
-            return super()._predict(*args, **kwargs)
-
-    def _batch_inputs(self, boxes: Optional[np.ndarray], point_coords: Optional[np.ndarray],
-                      point_labels: Optional[np.ndarray]):
-        _, coords, labels, boxes_t = self._prep_prompts(point_coords, point_labels, boxes, None, True)
-        return coords, labels, boxes_t
-
-    def _decode_batch(self, points, labels, boxes, multimask_output: bool, return_logits: bool):
-        return self._predict(points, labels, boxes, None, multimask_output, return_logits=return_logits)
-
-    def set_embedding(self, embedding) -> None:
-        """Use a cached `Embedding` (with its high-res features) instead of `set_image`."""
-        self.reset_predictor()
-        embedding = embedding.to(self.device)
-        self._features = {"image_embed": embedding.features, "high_res_feats": embedding.extras["high_res_feats"]}
-        self._orig_hw = [tuple(embedding.original_size)]
-        self._is_image_set = True
