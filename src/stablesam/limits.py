@@ -56,8 +56,10 @@ class Range:
             v = int(value) if self.integer else float(value)
         except (TypeError, ValueError, OverflowError):
             raise RangeError(f"{name} must be {self.text()}, got {shown!r}") from None
+        if not self.integer and not math.isfinite(v):
+            raise RangeError(f"{name} = {shown} is not a finite number: it must be {self.text()}")
         inside = (self.low < v if self.open_low else self.low <= v) and v <= self.high
-        if not inside or (not self.integer and not math.isfinite(v)):
+        if not inside:
             why = f" ({self.why})" if self.why else ""
             raise RangeError(f"{name} = {shown} is out of range: it must be {self.text()}{why}")
         return v
