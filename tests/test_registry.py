@@ -10,7 +10,8 @@ from stablesam.modeling.family import Backend
 from stablesam.models.spec import SAM_ACCEPTED
 
 # The accepted-SPEC text as releases before the registry wrote it by hand (plus SAM 3's line and
-# Sam3TrackerModel in the hf line): the registry's lines must rebuild it exactly.
+# Sam3TrackerModel in the hf line, and the named embedded plugins): the registry's lines must
+# rebuild it exactly.
 HISTORICAL_ACCEPTED = """accepted model SPECs:
   vit_b:PATH, vit_l:PATH, vit_h:PATH   SAM from an official checkpoint (plugins off)
   sam:PATH                             SAM from a stablesam SAM file (architecture + weights)
@@ -20,6 +21,7 @@ HISTORICAL_ACCEPTED = """accepted model SPECs:
   hf:DIR                               transformers SamModel/Sam2Model/Sam3TrackerModel folder (pip install "stable-segment-anything[hf]")
   sam3:PATH                            SAM 3 (interactive path) from sam3.pt   (pip install "stable-segment-anything[sam3]")
   tiny-sam, tiny-stable-sam            the embedded base model / the embedded Stable-SAM
+  tiny-stable-sam-strong               loose boxes around one main object: a stronger plugin that falls back to SAM where SAM's IoU head prefers SAM's mask, and on clicks alone
   SPEC+plugin=PATH                     Stable-SAM: that SAM with the plugin file at PATH
   SPEC+decoder=PATH                    that SAM with decoder-tuned weights (DT baseline)"""
 
