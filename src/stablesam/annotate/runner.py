@@ -142,14 +142,16 @@ def run_annotate(opts: AnnotateOptions) -> Summary:
     bar = tqdm(total=len(job.tasks), initial=len(job.tasks) - len(todo), unit="img", desc="annotate",
                disable=not opts.progress or None, smoothing=0.1)
     stream = results(opts, todo) if todo else iter(())
-    written: List[Path] = []  # this run's PNGs (removed again when --strict stops a new run)
+    written: List[Path] = []  # PNGs this run created (removed again when --strict stops a new run)
     try:
         for result, png in stream:
             for problem in result["problems"]:
                 problems.add(*problem)  # --strict: raises
             if png is not None:
-                written.append(mask_path(opts.masks_dir, result["file_name"]))
-                atomic_write(written[-1], lambda f, b=png: f.write(b))
+                path = mask_path(opts.masks_dir, result["file_name"])
+                if not path.exists():  # only what this run creates is removed again (--force may replace)
+                    written.append(path)
+                atomic_write(path, lambda f, b=png: f.write(b))
             journal.append(result)
             bar.update(1)
             bar.set_postfix_str(f"{(journal.objects - done_objects) / max(time.monotonic() - start, 1e-9):.1f} obj/s")
