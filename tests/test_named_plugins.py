@@ -9,7 +9,7 @@ import pytest
 
 from stablesam.cli import main
 from stablesam.models.embedded import (EMBEDDED, NAMED_PLUGINS, PLUGIN_FILE, WEIGHTS_DIR, embedded_available,
-                                       recorded_checksums)
+                                       plugin_path, recorded_checksums)
 from stablesam.models.spec import ACCEPTED, DEFAULT_SPEC, SpecError, build_model, parse_model_spec
 
 pytestmark = pytest.mark.skipif(not embedded_available(), reason="the embedded model is not shipped")
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(not embedded_available(), reason="the embedded m
 
 def test_every_named_plugin_is_shipped_with_its_checksum_and_listed():
     assert list(NAMED_PLUGINS)[0] == DEFAULT_SPEC == "tiny-stable-sam"
-    assert WEIGHTS_DIR / NAMED_PLUGINS[DEFAULT_SPEC][0] == PLUGIN_FILE
+    assert plugin_path(DEFAULT_SPEC) == PLUGIN_FILE and plugin_path("tiny-sam") is None
     assert EMBEDDED == ("tiny-sam", *NAMED_PLUGINS)
     sums = recorded_checksums()
     for head, (name, use) in NAMED_PLUGINS.items():

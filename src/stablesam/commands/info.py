@@ -12,7 +12,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     import torch
 
-    from ..models.embedded import BASE_FILE, NAMED_PLUGINS, PLUGIN_FILE, WEIGHTS_DIR, embedded_available
+    from ..models.embedded import BASE_FILE, NAMED_PLUGINS, PLUGIN_FILE, WEIGHTS_DIR, embedded_available, plugin_path
     from ..modeling import PluginConfig
     from ..modeling.stable_sam import build_plugin_pair
     from ..models.spec import ACCEPTED
@@ -55,7 +55,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     print("weights are looked up at:")
     print("  official checkpoints: the PATH given in the model SPEC (nothing is downloaded)")
     print(f"  embedded weights: {WEIGHTS_DIR}")
-    for f in (BASE_FILE, *(WEIGHTS_DIR / name for name, _ in NAMED_PLUGINS.values())):
+    for f in (BASE_FILE, *map(plugin_path, NAMED_PLUGINS)):
         size = f"{f.stat().st_size / 1e6:.2f} MB" if f.is_file() else "missing"
         print(f"    {f.name}: {size}")
     return 0

@@ -10,11 +10,9 @@ from ..models.spec import ModelSpec
 def plugin_file(spec: ModelSpec) -> Optional[Path]:
     """The plugin file a SPEC loads (the embedded one for tiny-stable-sam and the other embedded
     plugins), or None."""
-    from ..models.embedded import NAMED_PLUGINS, WEIGHTS_DIR
+    from ..models.embedded import plugin_path
 
-    if spec.plugin is None and spec.base in NAMED_PLUGINS:
-        return WEIGHTS_DIR / NAMED_PLUGINS[spec.base][0]
-    return spec.plugin
+    return spec.plugin if spec.plugin is not None else plugin_path(spec.base)
 
 
 def model_version(spec: ModelSpec) -> str:

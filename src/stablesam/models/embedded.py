@@ -70,11 +70,16 @@ def verify(path: Path) -> None:
                               "(damaged installation? reinstall stablesam)")
 
 
+def plugin_path(head: str) -> Optional[Path]:
+    """Where the plugin of an embedded SPEC head is shipped (None for tiny-sam and other heads)."""
+    return WEIGHTS_DIR / NAMED_PLUGINS[head][0] if head in NAMED_PLUGINS else None
+
+
 def named_plugin_file(head: str) -> Optional[Path]:
     """The checksum-verified plugin file of an embedded SPEC head (None for tiny-sam)."""
-    if head not in NAMED_PLUGINS:
+    path = plugin_path(head)
+    if path is None:
         return None
-    path = WEIGHTS_DIR / NAMED_PLUGINS[head][0]
     if not path.is_file():
         raise FileNotFoundError(f"the embedded plugin of {head} ({path.name}) is missing in {WEIGHTS_DIR}")
     verify(path)
