@@ -98,7 +98,7 @@ def parse_derived(text: str, variants: List[tuple]) -> tuple:
                         f"the plugin --variants {plugin_variants}")
     try:
         changes = parse_options(o for o in options.split(",") if o)
-        PluginConfig(**changes)  # the values' own checks, before any work
+        PluginConfig(**{k: v for k, v in changes.items() if k != "weights"})  # the values' own checks, first
         return name.strip(), source, changes
     except ValueError as e:
         raise LodoError(f"--derived {name}: {e}") from None

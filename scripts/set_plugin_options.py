@@ -3,9 +3,11 @@
 
     python scripts/set_plugin_options.py runs/x/plugin.pt runs/x/plugin_iou.pt selector=iou selector_margin=0.02
 
-Only options that do not change the plugin's weights can be set (`selector`,
-`selector_margin`, `routing_temperature` is not among them: it changes what was trained). The copy
+Only options that do not change what the plugin's weights mean can be set (the output selector
+and refinement; `routing_temperature` is not among them: it changes what was trained). The copy
 keeps the weights, the base it was trained for and its meta, and records what was changed.
+`weights=untrained` also replaces the weights by a fresh plugin's (which is SAM itself), to
+measure a decode-time option on SAM alone.
 """
 
 import argparse
@@ -20,7 +22,9 @@ sys.path.insert(0, str(REPO / "src"))  # run from a checkout without installing
 from stablesam.fileio import atomic_torch_save  # noqa: E402
 from stablesam.models.files import read_plugin  # noqa: E402
 
-SETTABLE = {"selector": str, "selector_margin": float}
+SETTABLE = {"selector": str, "selector_margin": float, "refine": str, "refine_margin": float,
+            "refine_below": float, "weights": str}
+WEIGHTS = ("trained", "untrained")
 
 
 def parse_options(items) -> dict:
@@ -31,6 +35,8 @@ def parse_options(items) -> dict:
         if not sep or name not in SETTABLE:
             raise ValueError(f"{item!r}: expected NAME=VALUE with NAME one of {', '.join(SETTABLE)}")
         changes[name] = SETTABLE[name](value)
+    if changes.get("weights", "trained") not in WEIGHTS:
+        raise ValueError(f"weights={changes['weights']}: expected one of {', '.join(WEIGHTS)}")
     return changes
 
 
@@ -39,9 +45,28 @@ def set_options(source, target, changes: dict) -> None:
     if Path(target).resolve() == Path(source).resolve():
         raise ValueError("the target must be another file")
     plugin = read_plugin(source)
-    config = dataclasses.replace(plugin["config"], **changes)
+    options = {k: v for k, v in changes.items() if k != "weights"}
+    config = dataclasses.replace(plugin["config"], **options)
     meta = {**plugin["meta"], "options_set": {**plugin["meta"].get("options_set", {}), **changes}}
-    atomic_torch_save({**plugin, "config": config.to_dict(), "meta": meta}, target)
+    state = plugin["state_dict"]
+    if changes.get("weights") == "untrained":
+        state = untrained_state(config)
+    atomic_torch_save({**plugin, "config": config.to_dict(), "state_dict": state, "meta": meta}, target)
+
+
+def untrained_state(config) -> dict:
+    """The weights of a fresh plugin of `config` (seed 0): with them Stable-SAM computes SAM."""
+    import torch
+
+    from stablesam.modeling.stable_sam import build_plugin_pair
+
+    torch.manual_seed(0)
+    state = {}
+    for site in ("layer2",) + tuple(config.extra_sites):
+        suffix = "" if site == "layer2" else f"_{site}"
+        for name, module in zip(("dsp", "drp"), build_plugin_pair(config)):
+            state.update({f"{name}{suffix}.{k}": v.detach().clone() for k, v in module.state_dict().items()})
+    return state
 
 
 def main() -> int:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from conftest import SMALL_ARCH, build_small_sam
 from stablesam.models.files import save_sam_file
@@ -32,6 +33,7 @@ def study(tmp_path):
             "--variant", "plugins=--steps 2 --batch-size 2 --consistency 1 --routing-inputs prompt",
             "--variant", "dt=--tune decoder --steps 2 --batch-size 2 --lr 1e-4",
             "--derived", "plugins_iou=plugins:selector=iou,selector_margin=0.01",
+            "--derived", "sam_refine=plugins:weights=untrained,refine=box,refine_margin=0.05",
             "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "lodo")]
     return tmp_path, args
 
@@ -65,6 +67,16 @@ def test_lodo_runs_every_fold_writes_the_table_and_resumes(study, monkeypatch, c
     trained_plugin = read_plugin(out / "alpha" / "plugins" / "train" / "plugin.pt")
     assert all((derived["state_dict"][k] == v).all() for k, v in trained_plugin["state_dict"].items())
     assert report["variants"]["plugins_iou"]["finished"] == "2 of 2 folds"
+    # weights=untrained: a fresh plugin (SAM itself) with refinement, to score the option alone
+    refine_only = read_plugin(out / "alpha" / "sam_refine" / "plugin.pt")
+    assert refine_only["config"].refine == "box" and refine_only["config"].refine_margin == 0.05
+    from set_plugin_options import untrained_state
+
+    fresh = untrained_state(refine_only["config"])
+    assert set(fresh) == set(trained_plugin["state_dict"])
+    assert all(torch.equal(refine_only["state_dict"][k], v) for k, v in fresh.items())
+    assert not all(torch.equal(fresh[k], v) for k, v in trained_plugin["state_dict"].items())
+    assert report["variants"]["sam_refine"]["finished"] == "2 of 2 folds"
     assert (out / "beta" / "dt" / "train" / "decoder.pt").is_file()
     trained = json.loads((out / "alpha" / "plugins" / "train" / "config.json").read_text())
     assert trained["data"] == ["beta"] and trained["terms"]["consistency"] == 1.0  # alpha held out

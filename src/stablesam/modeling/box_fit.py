@@ -11,6 +11,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from .box_refiner import box_iou, mask_boxes
+
 
 def box_fit(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     """IoU of each box with the bounding box of its mask.
@@ -18,22 +20,9 @@ def box_fit(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
     masks: (B, H, W) bool; boxes: (B, 4) XYXY in the masks' pixel frame (a pixel column x spans
     [x, x + 1)). Returns (B,) in [0, 1]; 0 for an empty mask.
     """
-    h, w = masks.shape[-2:]
-    cols, rows = masks.any(dim=1), masks.any(dim=2)  # (B, W), (B, H)
-    xs = torch.arange(w, device=masks.device, dtype=boxes.dtype)
-    ys = torch.arange(h, device=masks.device, dtype=boxes.dtype)
-    big = float(max(h, w))
-    mx0 = torch.where(cols, xs, big).amin(dim=1)
-    mx1 = torch.where(cols, xs + 1, -big).amax(dim=1)
-    my0 = torch.where(rows, ys, big).amin(dim=1)
-    my1 = torch.where(rows, ys + 1, -big).amax(dim=1)
-    ix = (torch.minimum(boxes[:, 2], mx1) - torch.maximum(boxes[:, 0], mx0)).clamp(min=0)
-    iy = (torch.minimum(boxes[:, 3], my1) - torch.maximum(boxes[:, 1], my0)).clamp(min=0)
-    inter = ix * iy
-    box_area = (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
-    mask_area = (mx1 - mx0).clamp(min=0) * (my1 - my0).clamp(min=0)
-    fit = inter / (box_area + mask_area - inter).clamp(min=1e-6)
-    return torch.where(cols.any(dim=1), fit, torch.zeros_like(fit))
+    mask_box, nonempty = mask_boxes(masks)
+    fit = box_iou(boxes, mask_box.to(boxes.dtype))
+    return torch.where(nonempty, fit, torch.zeros_like(fit))
 
 
 class FitGate(nn.Module):

@@ -159,7 +159,25 @@ class Backend:
 
     def prompt_boxes(self, prompt_encoder: nn.Module, args: Tuple, kwargs: Dict) -> Optional[torch.Tensor]:
         """The box prompts (B, 4) of a call to the prompt encoder (input frame), None without."""
-        return kwargs["boxes"] if "boxes" in kwargs else (args[1] if len(args) > 1 else None)
+        return self.prompt_inputs(args, kwargs)["boxes"]
+
+    def prompt_inputs(self, args: Tuple, kwargs: Dict) -> Dict[str, Any]:
+        """A call to the prompt encoder as keyword arguments: points ((B, k, 2), (B, k)) or None,
+        boxes (B, 4) or None, masks (B, 1, 4h, 4w) or None (SAM 1's `PromptEncoder.forward`)."""
+        return {name: kwargs[name] if name in kwargs else (args[i] if len(args) > i else None)
+                for i, name in enumerate(("points", "boxes", "masks"))}
+
+    def with_prompt_embeddings(self, args: Tuple, kwargs: Dict, sparse: torch.Tensor,
+                               dense: torch.Tensor) -> Tuple[Tuple, Dict]:
+        """A call to the mask decoder with its sparse and dense prompt embeddings replaced."""
+        args, kwargs = list(args), dict(kwargs)
+        for i, (name, value) in enumerate((("sparse_prompt_embeddings", sparse), ("dense_prompt_embeddings", dense)),
+                                          start=2):
+            if len(args) > i:
+                args[i] = value
+            else:
+                kwargs[name] = value
+        return tuple(args), kwargs
 
     def decoder_masks(self, output: Any) -> Tuple[torch.Tensor, torch.Tensor]:
         """(low-res mask logits (B, M, 4h, 4w), scores (B, M)) from the mask decoder's output."""

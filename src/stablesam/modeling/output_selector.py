@@ -33,6 +33,22 @@ def select_rows(plain: Any, plugged: Any, keep_plugged: torch.Tensor) -> Any:
     return plugged
 
 
+def put_rows(full: Any, part: Any, rows: torch.Tensor) -> Any:
+    """The decoder output `full` (a tensor or a tuple / list of them, each (B, ...)) with its rows
+    where rows[b] replaced, in order, by those of `part` (each (rows.sum(), ...)); entries that are
+    not per-prompt tensors are taken from `full`."""
+    if isinstance(full, torch.Tensor):
+        if full.dim() == 0 or full.shape[0] != rows.shape[0] or not isinstance(part, torch.Tensor) \
+                or part.shape[1:] != full.shape[1:]:
+            return full
+        out = full.clone()
+        out[rows] = part.to(out.dtype)
+        return out
+    if isinstance(full, (tuple, list)):
+        return type(full)(put_rows(a, b, rows) for a, b in zip(full, part))
+    return full
+
+
 def effective_routing(alpha: torch.Tensor, offsets: torch.Tensor,
                       keep_plugged: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """α (B, 2) and offsets (B, h, w, 2) of the outputs actually returned: prompts that got SAM's

@@ -10,6 +10,7 @@ FIT_GATES = ("both", "close")
 TOKEN_INPUTS = ("prompt", "iou")  # routing inputs read from the decoder's tokens
 EXTRA_SITES = ("layer1", "final")
 SELECTORS = ("none", "iou", "iou-box")  # `output_selector`
+REFINES = ("none", "box")  # `box_refiner`
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,15 @@ class PluginConfig:
         where the IoU head misjudges them, docs/results/lodo.md). Inference only: training
         trains the plugged branch. SAM 1 and HQ-SAM models; about 2x the decoder's time.
     selector_margin: how much higher (in predicted IoU) the plugged output must score to be kept.
+    refine: re-prompt with the model's own mask (`box_refiner`): "none" (default); "box" decodes
+        each prompt a second time with its box replaced by the box of its first mask, widened by
+        refine_margin of its size on each side (a click-only prompt gains that box; clicks and
+        mask input are kept), for the prompts whose box has an IoU below refine_below with that
+        mask's box (clicks alone: always). Inference only; SAM 1 and HQ-SAM models; one more
+        decoder pass for the prompts it refines.
+    refine_margin: the share of the first mask's box width / height added on each side (0..1).
+    refine_below: refine a box only where its IoU with its first mask's box is below this (0..1;
+        1 refines every box that does not fit exactly).
     routing_temperature: α = softmax(z / T): T < 1 makes the routing more decisive for the same
         logits z (and scales their gradients by 1/T); 1 is the paper's softmax.
     The other extensions are off by default; each keeps the untrained plugin exactly SAM.
@@ -92,6 +102,9 @@ class PluginConfig:
     fit_gate: str = "both"
     selector: str = "none"
     selector_margin: float = 0.0
+    refine: str = "none"
+    refine_margin: float = 0.1
+    refine_below: float = 1.0
 
     def __post_init__(self) -> None:
         self.check_types_and_ranges()
@@ -108,6 +121,13 @@ class PluginConfig:
         if not (isinstance(self.selector_margin, (int, float)) and math.isfinite(self.selector_margin)
                 and -1 <= self.selector_margin <= 1):
             raise ValueError(f"selector_margin must be a number within -1..1, got {self.selector_margin!r}")
+        if self.refine not in REFINES:
+            raise ValueError(f"refine must be one of {REFINES}, got {self.refine!r}")
+        for name in ("refine_margin", "refine_below"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                    and 0 <= value <= 1):
+                raise ValueError(f"{name} must be a number within 0..1, got {value!r}")
         if self.fit_gate not in FIT_GATES:
             raise ValueError(f"fit_gate must be one of {FIT_GATES}, got {self.fit_gate!r}")
         if not (math.isfinite(self.routing_temperature) and self.routing_temperature > 0):
@@ -140,7 +160,7 @@ class PluginConfig:
         for name in ("sampled_pe", "use_routing", "amplitude", "projection"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be true or false, got {str(getattr(self, name))[:40]!r}")
-        for name in ("routing_token", "fit_gate"):
+        for name in ("routing_token", "fit_gate", "selector", "refine"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a name, got {str(getattr(self, name))[:40]!r}")
         for name in ("extra_sites", "routing_inputs"):

@@ -8,13 +8,12 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-from .box_fit import prompt_fit
 from .deformable_sampling import DeformableSamplingPlugin, is_tracing
 from .dynamic_routing import DynamicRoutingPlugin
 from .family import Backend
-from .output_selector import choose_plugged, effective_routing, select_rows
 from .plugin_config import PluginConfig
 from .registry import backend_for
+from .second_pass import SecondPasses
 
 CHUNK_ELEMENTS = 1 << 20  # inference works on ~4 MB of float32 features at a time
 
@@ -27,7 +26,7 @@ def build_plugin_pair(c: PluginConfig) -> Tuple[DeformableSamplingPlugin, Dynami
                                      c.fit_gate if c.reads_fit else None)
 
 
-class StableSam(nn.Module):
+class StableSam(SecondPasses, nn.Module):
     """Wraps a SAM without copying or editing its code: Meta's `segment_anything` Sam, an
     HQ-SAM, a SAM 2 / 2.1 (`SAM2Base`) or a Hugging Face `SamModel` / `Sam2Model`; the family's
     backend (`self.backend`) says where its decoder modules are.
@@ -58,9 +57,9 @@ class StableSam(nn.Module):
         if self.config.reads_fit and not self.backend.box_fit_routing:
             raise ValueError(f"the routing input 'fit' is not available for {self.backend.title} models "
                              "(SAM 1 and HQ-SAM only)")
-        if self.config.selector != "none" and not self.backend.box_fit_routing:
-            raise ValueError(f"the output selector is not available for {self.backend.title} models "
-                             "(SAM 1 and HQ-SAM only)")
+        for option, name in (("selector", "the output selector"), ("refine", "refinement")):
+            if getattr(self.config, option) != "none" and not self.backend.box_fit_routing:
+                raise ValueError(f"{name} is not available for {self.backend.title} models (SAM 1 and HQ-SAM only)")
         self.sam = sam
         self.sam.requires_grad_(False)
         c = self.config
@@ -76,6 +75,7 @@ class StableSam(nn.Module):
         self.last_offsets: Optional[torch.Tensor] = None  # (B, h, w, 2), grid cells
         self.last_fit: Optional[torch.Tensor] = None  # (B, 2) = (box fit, has a box), routing input "fit"
         self.last_selected: Optional[torch.Tensor] = None  # (B,) bool: kept the plugged output (selector)
+        self.last_refined: Optional[torch.Tensor] = None  # (B,) bool: took the second pass (refine)
         # With gradients on (training): site -> (α (B, 2), offsets (B, h, w, 2) or (B, h, w, G, 2))
         # of the last call, not detached, for loss terms on the routing (`stablesam.training.routing_terms`).
         self.routing_graph: Dict[str, Tuple[torch.Tensor, torch.Tensor]] = {}
@@ -99,14 +99,7 @@ class StableSam(nn.Module):
                 hooks.append(norm.register_forward_hook(functools.partial(self._keep_token, site)))
             hooks.append(attention.register_forward_pre_hook(functools.partial(self._swap_keys, site),
                                                              with_kwargs=True))
-        if self.config.reads_fit or self.config.selector == "iou-box":
-            hooks.append(self.backend.prompt_encoder(self.sam).register_forward_pre_hook(self._keep_boxes,
-                                                                                         with_kwargs=True))
-        if self.config.reads_fit:
-            hooks.append(self.backend.decoder(self.sam).register_forward_pre_hook(self._measure_fit, with_kwargs=True))
-        if self.config.selector != "none":
-            hooks.append(self.backend.decoder(self.sam).register_forward_hook(self._select_output, with_kwargs=True))
-        return hooks
+        return hooks + self._second_pass_hooks()
 
     def remove_hooks(self) -> None:
         """Detach from the Sam for good (the wrapper stops working)."""
@@ -127,44 +120,6 @@ class StableSam(nn.Module):
         # prompt, so one copy serves all prompts (broadcast). Made contiguous in the token layout
         # once, adding it reads memory in order (the strided view costs ~3 % of a decoder pass).
         self._state.update(hw=(h, w), pe=image_pe[:1].flatten(2).transpose(1, 2).contiguous())
-
-    def _keep_boxes(self, module: nn.Module, args: Tuple, kwargs: Dict) -> None:
-        if self.active:
-            self._state["boxes"] = self.backend.prompt_boxes(module, args, kwargs)
-
-    def _measure_fit(self, module: nn.Module, args: Tuple, kwargs: Dict) -> None:
-        """Before the plugged decoder pass, the same call with the plugins off: the fit of each
-        prompt's box to the base's mask (the best-scored one), kept as (B, 2) = (fit, has a box)."""
-        if not self.active:
-            return
-        self.plugins_enabled = False
-        try:
-            with torch.no_grad():
-                masks, scores = self.backend.decoder_masks(module(*args, **kwargs))
-        finally:
-            self.plugins_enabled = True
-        fit = prompt_fit(masks, scores, self._state.get("boxes"), self.backend.image_size(self.sam))
-        self._state["fit"] = self.last_fit = fit
-
-    def _select_output(self, module: nn.Module, args: Tuple, kwargs: Dict, output: Any) -> Any:
-        """After the plugged decoder pass (inference only), the same call with the plugins off;
-        each prompt keeps the plugged output only where the IoU head prefers it
-        (`output_selector`)."""
-        if not self.active or torch.is_grad_enabled() or is_tracing():
-            return None
-        self.plugins_enabled = False
-        try:
-            plain = module(*args, **kwargs)
-        finally:
-            self.plugins_enabled = True
-        keep = choose_plugged(self.backend.decoder_masks(plain)[1], self.backend.decoder_masks(output)[1],
-                              self.config.selector_margin)
-        if self.config.selector == "iou-box" and self._state.get("boxes") is None:
-            keep = torch.zeros_like(keep)  # clicks alone: SAM's output
-        self.last_selected = keep
-        if self.last_alpha is not None and self.last_alpha.shape[0] == keep.shape[0]:
-            self.last_alpha, self.last_offsets = effective_routing(self.last_alpha, self.last_offsets, keep)
-        return select_rows(plain, output, keep)
 
     def _routing_token(self, tokens: torch.Tensor) -> torch.Tensor:
         """The DRP's input from the decoder's tokens (B, n, C) (HF: (B, P, n, C)): t_o (B, C), or
