@@ -79,6 +79,8 @@ def measure(family: str, args: argparse.Namespace) -> None:
     print(f"{'Stable-' + name + ' decoder:':<28}median {statistics.median(t_stable) * 1e3:8.1f} ms / call")
     print(f"overhead ratio Stable-{name} / {name}: median {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f}); target <= 1.10, stretch 1.05")
+    if model.last_refined is not None:  # refinement's second pass costs in proportion to the prompts it takes
+        print(f"prompts refined (second pass): {int(model.last_refined.sum())} of {len(model.last_refined)}")
     print(f"plugin parameters: {model.num_plugin_parameters():,} "
           f"({model.num_plugin_parameters() / 1e6:.3f} M)")
 

@@ -23,7 +23,7 @@ from stablesam.fileio import atomic_torch_save  # noqa: E402
 from stablesam.models.files import read_plugin  # noqa: E402
 
 SETTABLE = {"selector": str, "selector_margin": float, "refine": str, "refine_margin": float,
-            "refine_below": float, "weights": str}
+            "refine_below": float, "refine_clicks": int, "weights": str}
 WEIGHTS = ("trained", "untrained")
 
 

@@ -142,8 +142,11 @@ def test_refine_helpers():
     assert box_iou(torch.tensor([[0.0, 0, 2, 2]]), torch.tensor([[1.0, 0, 3, 2]])).item() == pytest.approx(1 / 3)
     first = torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 10, 10], [0.0, 0, 10, 10]])
     prompt = torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 20, 20], [0.0, 0, 20, 20]])
-    assert rows_to_refine(first, prompt, torch.tensor([True, True, False]), 0.9).tolist() == [False, True, False]
-    assert rows_to_refine(first, None, torch.tensor([True, False, True]), 0.5).tolist() == [True, False, True]
+    assert rows_to_refine(first, prompt, None, torch.tensor([True, True, False]), 0.9, 1).tolist() == [False, True, False]
+    labels = torch.tensor([[1, -1, -1], [1, 0, -1], [1, 1, 0]])  # 1, 2 and 3 clicks (-1: padding)
+    assert rows_to_refine(first, None, labels, torch.tensor([True, False, True]), 0.5, 1).tolist() == [True, False, False]
+    assert rows_to_refine(first, None, labels, torch.ones(3, dtype=torch.bool), 0.5, 2).tolist() == [True, True, False]
+    assert not rows_to_refine(first, None, labels, torch.ones(3, dtype=torch.bool), 0.5, 0).any()
     full = torch.zeros(2, 8, 10, dtype=torch.bool)
     full[0] = True
     assert box_fit(full, torch.tensor([[0.0, 0, 10, 8], [0.0, 0, 5, 5]])).tolist() == [1.0, 0.0]
@@ -152,6 +155,7 @@ def test_refine_helpers():
 def test_bad_refine_options_are_refused():
     with pytest.raises(ValueError, match="refine must be"):
         PluginConfig(refine="mask")
-    for name, value in (("refine_margin", -0.1), ("refine_below", float("nan")), ("refine_margin", True)):
+    for name, value in (("refine_margin", -0.1), ("refine_below", float("nan")), ("refine_margin", True),
+                        ("refine_clicks", -1), ("refine_clicks", 1.5)):
         with pytest.raises(ValueError, match=name):
             PluginConfig(refine="box", **{name: value})

@@ -201,6 +201,8 @@ def test_cli_export_and_verify(tmp_path, capsys):
     (["--out", "d.onnx", "--model", "tiny-sam", "--plugins", "on"], "has no plugin"),
     (["--out", "d.onnx", "--model", "grabcut"], "SAM model SPEC"),
     (["--out", "d.onnx", "--model", "vit_b:/no/such.pth"], "checkpoint not found"),
+    (["--out", "d.onnx", "--model", "tiny-stable-sam-strong"], "selector 'iou-box'"),
+    (["--out", "d.onnx", "--model", "tiny-stable-sam-single"], "refine 'box'"),
 ])
 def test_cli_bad_inputs(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.chdir(tmp_path)

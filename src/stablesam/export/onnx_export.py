@@ -68,9 +68,12 @@ class StableSamOnnxModel(SamOnnxModel):
     def __init__(self, model: StableSam, return_single_mask: bool = True, **kwargs) -> None:
         if not isinstance(model, StableSam):
             raise TypeError(f"StableSamOnnxModel takes a StableSam, got {type(model).__name__}")
-        if model.config.reads_fit:
-            raise InputError("ONNX export does not support plugins with the routing input 'fit' "
-                             "(it needs a second, plugin-free decoder pass)")
+        second_pass = ["the routing input 'fit'"] if model.config.reads_fit else []
+        second_pass += [f"{name} {getattr(model.config, name)!r}" for name in ("selector", "refine")
+                        if getattr(model.config, name) != "none"]
+        if second_pass:
+            raise InputError(f"ONNX export does not support plugins with {' or '.join(second_pass)} "
+                             "(each needs a second decoder pass); export the plugin without it")
         super().__init__(model.sam, return_single_mask, **kwargs)
         self.stable = model
 

@@ -7,7 +7,9 @@ prompt's clicks kept. A loose box draws a mask around the object, whose box is m
 the prompt; K wobbling prompts give nearly the same box, so their masks agree (stability). The
 margin keeps a mask that missed a rim of the object from cutting that rim off for good.
 `refine_below` leaves boxes that already fit their first mask (box IoU at or above it) with the
-first pass's output, bit for bit. Nothing here is trained.
+first pass's output, bit for bit, and `refine_clicks` does the same for prompts of more clicks
+than it (their clicks already span the object; a box from one mask of them cost more than it
+gave). Nothing here is trained.
 """
 
 from typing import Optional, Tuple
@@ -63,12 +65,14 @@ def widen(boxes: torch.Tensor, margin: float, input_size: int) -> torch.Tensor:
     return (boxes + margin * size * sign).clamp(0, input_size)
 
 
-def rows_to_refine(first_boxes: torch.Tensor, prompt_boxes: Optional[torch.Tensor], nonempty: torch.Tensor,
-                   below: float) -> torch.Tensor:
-    """Which prompts take the second pass: a non-empty first mask, and a box whose IoU with the
-    box of that mask (`first_mask_boxes`) is below `below` (prompts without a box: always).
-    -> (B,) bool."""
+def rows_to_refine(first_boxes: torch.Tensor, prompt_boxes: Optional[torch.Tensor],
+                   point_labels: Optional[torch.Tensor], nonempty: torch.Tensor, below: float,
+                   max_clicks: int) -> torch.Tensor:
+    """Which prompts take the second pass: those with a non-empty first mask and either a box
+    whose IoU with the box of that mask (`first_mask_boxes`) is below `below`, or no box and at
+    most `max_clicks` clicks (point_labels (B, k); labels < 0 are padding). -> (B,) bool."""
     if prompt_boxes is None:
-        return nonempty
+        clicks = (point_labels >= 0).sum(dim=1) if point_labels is not None else torch.zeros_like(nonempty, dtype=torch.long)
+        return nonempty & (clicks <= max_clicks)
     fit = box_iou(prompt_boxes.reshape(-1, 4).to(first_boxes.dtype), first_boxes)
     return nonempty & (fit < below)

@@ -72,11 +72,12 @@ class PluginConfig:
         each prompt a second time with its box replaced by the box of its first mask, widened by
         refine_margin of its size on each side (a click-only prompt gains that box; clicks and
         mask input are kept), for the prompts whose box has an IoU below refine_below with that
-        mask's box (clicks alone: always). Inference only; SAM 1 and HQ-SAM models; one more
+        mask's box, and prompts of at most refine_clicks clicks without a box. Inference only; SAM 1 and HQ-SAM models; one more
         decoder pass for the prompts it refines.
     refine_margin: the share of the first mask's box width / height added on each side (0..1).
     refine_below: refine a box only where its IoU with its first mask's box is below this (0..1;
         1 refines every box that does not fit exactly).
+    refine_clicks: refine a prompt without a box only if it has at most this many clicks (0: none).
     routing_temperature: α = softmax(z / T): T < 1 makes the routing more decisive for the same
         logits z (and scales their gradients by 1/T); 1 is the paper's softmax.
     The other extensions are off by default; each keeps the untrained plugin exactly SAM.
@@ -105,6 +106,7 @@ class PluginConfig:
     refine: str = "none"
     refine_margin: float = 0.1
     refine_below: float = 1.0
+    refine_clicks: int = 1
 
     def __post_init__(self) -> None:
         self.check_types_and_ranges()
@@ -128,6 +130,9 @@ class PluginConfig:
             if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
                     and 0 <= value <= 1):
                 raise ValueError(f"{name} must be a number within 0..1, got {value!r}")
+        if isinstance(self.refine_clicks, bool) or not isinstance(self.refine_clicks, int) \
+                or not 0 <= self.refine_clicks <= 1000:
+            raise ValueError(f"refine_clicks must be a whole number within 0..1000, got {self.refine_clicks!r}")
         if self.fit_gate not in FIT_GATES:
             raise ValueError(f"fit_gate must be one of {FIT_GATES}, got {self.fit_gate!r}")
         if not (math.isfinite(self.routing_temperature) and self.routing_temperature > 0):

@@ -89,7 +89,9 @@ class SecondPasses:
         logits, scores = self.backend.decoder_masks(output)
         size = self.backend.image_size(self.sam)
         first, nonempty = first_mask_boxes(logits, scores, size)
-        rows = rows_to_refine(first, prompt["boxes"], nonempty, self.config.refine_below)
+        labels = None if prompt["points"] is None else prompt["points"][1]
+        rows = rows_to_refine(first, prompt["boxes"], labels, nonempty, self.config.refine_below,
+                              self.config.refine_clicks)
         self.last_refined = rows
         if not bool(rows.any()):
             return None
