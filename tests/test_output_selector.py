@@ -151,3 +151,38 @@ def test_box_selector_leaves_clicks_alone_to_sam():
     assert not selecting.last_selected.any()
     assert np.array_equal(decode(selecting)[2], iou[2])  # boxes: as the IoU selector (margin -1: plugged)
     assert selecting.last_selected.all()
+
+
+def test_box_selector_keeps_the_plugin_on_boxes_and_leaves_clicks_alone_to_sam_in_one_pass():
+    sam = build_small_sam()
+    reference = StableSam(sam, PluginConfig())
+    perturb_plugins(reference, scale=0.3)
+    plugged_boxes = decode(reference)
+    clicks = dict(point_coords=np.array([[[60.0, 50.0]], [[100.0, 70.0]]]), point_labels=np.array([[1], [1]]),
+                  multimask_output=False, return_logits=True)
+
+    def click_call(model, plugins=True):
+        predictor = StableSamPredictor(model)
+        predictor.set_image(IMAGE)
+        model.plugins_enabled = plugins
+        try:
+            return predictor.predict_batch(**clicks)[2], predictor.routing
+        finally:
+            model.plugins_enabled = True
+
+    plain_clicks, plugged_clicks = click_call(reference, plugins=False)[0], click_call(reference)[0]
+    assert not np.array_equal(plain_clicks, plugged_clicks)
+    boxing = twin(reference, dataclasses.replace(PluginConfig(), selector="box"))
+    passes = []
+    hook = boxing.sam.mask_decoder.register_forward_hook(lambda *a: passes.append(1))
+    logits, routing = click_call(boxing)
+    assert np.array_equal(logits, plain_clicks) and len(passes) == 1  # SAM's output, bit for bit, one pass
+    assert not boxing.last_selected.any() and routing["alpha"].tolist() == [[0.0, 1.0]] * 2
+    assert routing["offsets"].shape[0] == 2 and not routing["offsets"].any()
+    boxes = decode(boxing)
+    assert np.array_equal(boxes[2], plugged_boxes[2]) and len(passes) == 2  # boxes: the plugged output
+    assert boxing.last_selected.all()
+    assert np.array_equal(boxes[3]["alpha"], plugged_boxes[3]["alpha"])
+    hook.remove()
+    with torch.no_grad():  # the next call with clicks stands aside again, after a call with boxes
+        assert np.array_equal(click_call(boxing)[0], plain_clicks)

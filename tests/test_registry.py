@@ -22,7 +22,7 @@ HISTORICAL_ACCEPTED = """accepted model SPECs:
   sam3:PATH                            SAM 3 (interactive path) from sam3.pt   (pip install "stable-segment-anything[sam3]")
   tiny-sam, tiny-stable-sam            the embedded base model / the embedded Stable-SAM
   tiny-stable-sam-strong               loose boxes around one main object: a stronger plugin that falls back to SAM where SAM's IoU head prefers SAM's mask, and on clicks alone
-  tiny-stable-sam-single               photos of one main object (a product, a pet, a salient object): loose boxes and single clicks are decoded again with the box of their own mask; not for cluttered scenes, where it costs several points
+  tiny-stable-sam-single               photos of one main object (a product, a pet, a salient object): a loose box is decoded again with the box of its own mask; not for cluttered scenes, where it costs several points
   SPEC+plugin=PATH                     Stable-SAM: that SAM with the plugin file at PATH
   SPEC+decoder=PATH                    that SAM with decoder-tuned weights (DT baseline)"""
 

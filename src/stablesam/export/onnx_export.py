@@ -34,6 +34,7 @@ from torch.nn import functional as F
 from ..data.images import InputError
 from ..fileio import atomic_write
 from ..modeling import StableSam
+from ..modeling.plugin_config import CLICKS_TO_SAM, OUTPUT_SELECTORS
 
 INPUT_NAMES = ("image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input", "orig_im_size")
 OUTPUT_NAMES = ("masks", "iou_predictions", "low_res_masks", "alpha")
@@ -69,8 +70,8 @@ class StableSamOnnxModel(SamOnnxModel):
         if not isinstance(model, StableSam):
             raise TypeError(f"StableSamOnnxModel takes a StableSam, got {type(model).__name__}")
         second_pass = ["the routing input 'fit'"] if model.config.reads_fit else []
-        second_pass += [f"{name} {getattr(model.config, name)!r}" for name in ("selector", "refine")
-                        if getattr(model.config, name) != "none"]
+        second_pass += [f"selector {model.config.selector!r}"] if model.config.selector in OUTPUT_SELECTORS else []
+        second_pass += [f"refine {model.config.refine!r}"] if model.config.refine != "none" else []
         if second_pass:
             raise InputError(f"ONNX export does not support plugins with {' or '.join(second_pass)} "
                              "(each needs a second decoder pass); export the plugin without it")
@@ -83,6 +84,8 @@ class StableSamOnnxModel(SamOnnxModel):
         """SamOnnxModel's inputs -> its outputs + alpha (B, 2)."""
         self.stable.last_alpha = None
         with self.stable.engaged():
+            if self.stable.config.selector in CLICKS_TO_SAM:  # prompts without box corners (labels 2, 3): SAM
+                self.stable.prompts_with_box(((point_labels == 2) | (point_labels == 3)).any(dim=1))
             outputs = super().forward(image_embeddings, point_coords, point_labels, mask_input,
                                       has_mask_input, orig_im_size)
         alpha = self.stable.last_alpha

@@ -9,7 +9,9 @@ ROUTING_INPUTS = ("prompt", "iou", "fit")
 FIT_GATES = ("both", "close")
 TOKEN_INPUTS = ("prompt", "iou")  # routing inputs read from the decoder's tokens
 EXTRA_SITES = ("layer1", "final")
-SELECTORS = ("none", "iou", "iou-box")  # `output_selector`
+SELECTORS = ("none", "iou", "iou-box", "box")  # `output_selector`
+OUTPUT_SELECTORS = ("iou", "iou-box")  # a second, plain decoder pass chooses per prompt
+CLICKS_TO_SAM = ("iou-box", "box")  # calls of clicks alone get SAM's output (the plugins stand aside)
 REFINES = ("none", "box")  # `box_refiner`
 
 
@@ -65,8 +67,11 @@ class PluginConfig:
         the plugged output only where its predicted IoU is at least plain SAM's + selector_margin
         (elsewhere SAM's output, bit for bit; α then reads (0, 1)); "iou-box" does the same for
         prompts with a box and gives prompts of clicks alone SAM's output (the plugins stand aside
-        where the IoU head misjudges them, docs/results/lodo.md). Inference only: training
-        trains the plugged branch. SAM 1 and HQ-SAM models; about 2x the decoder's time.
+        where the IoU head misjudges them, docs/results/lodo.md); "box" keeps the plugged output
+        for prompts with a box and gives prompts of clicks alone SAM's output, with no second
+        pass (the plugins stand aside for such a call). Inference only: training trains the
+        plugged branch. SAM 1 and HQ-SAM models; "iou" and "iou-box" cost about 2x the decoder's
+        time for prompts with a box.
     selector_margin: how much higher (in predicted IoU) the plugged output must score to be kept.
     refine: re-prompt with the model's own mask (`box_refiner`): "none" (default); "box" decodes
         each prompt a second time with its box replaced by the box of its first mask, widened by

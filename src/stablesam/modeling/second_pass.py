@@ -3,7 +3,8 @@
 - routing input "fit" (`box_fit`): before the plugged pass, a plain one measures how each box
   fits the base's mask;
 - `selector` (`output_selector`): after it, a plain pass; each prompt keeps the output its IoU
-  head prefers;
+  head prefers ("iou", "iou-box"); "box" and "iou-box" leave calls of clicks alone to SAM
+  without running the plugins at all;
 - `refine` (`box_refiner`): after that, the prompts whose box does not fit their mask are decoded
   again with the mask's (widened) box.
 
@@ -20,6 +21,7 @@ from .box_fit import prompt_fit
 from .box_refiner import first_mask_boxes, rows_to_refine, widen
 from .deformable_sampling import is_tracing
 from .output_selector import choose_plugged, effective_routing, put_rows, select_rows
+from .plugin_config import CLICKS_TO_SAM, OUTPUT_SELECTORS
 
 
 class SecondPasses:
@@ -28,21 +30,40 @@ class SecondPasses:
     def _second_pass_hooks(self) -> List[Any]:
         c, decoder = self.config, self.backend.decoder(self.sam)
         hooks = []
-        if c.reads_fit or c.selector == "iou-box" or c.refine != "none":
+        if c.reads_fit or c.selector != "none" or c.refine != "none":
             hooks.append(self.backend.prompt_encoder(self.sam).register_forward_pre_hook(self._keep_prompt,
                                                                                          with_kwargs=True))
         if c.reads_fit:
             hooks.append(decoder.register_forward_pre_hook(self._measure_fit, with_kwargs=True))
-        if c.selector != "none":  # forward hooks run in this order: refinement refines the selected output
+        if c.selector in OUTPUT_SELECTORS:  # forward hooks run in this order: refinement refines the selected output
             hooks.append(decoder.register_forward_hook(self._select_output, with_kwargs=True))
         if c.refine != "none":
             hooks.append(decoder.register_forward_hook(self._refine_output, with_kwargs=True))
         return hooks
 
     def _keep_prompt(self, module: nn.Module, args: Tuple, kwargs: Dict) -> None:
-        if self.active:
-            prompt = self.backend.prompt_inputs(args, kwargs)
-            self._state["prompt"], self._state["boxes"] = prompt, prompt["boxes"]
+        """Before the prompt encoder: keep the prompt; with a selector that leaves clicks alone to
+        SAM, a call without boxes stands aside (`StableSam.active` is False until the next prompt)."""
+        if not (self.plugins_enabled and self._engaged > 0):
+            return
+        prompt = self.backend.prompt_inputs(args, kwargs)
+        aside = self.config.selector in CLICKS_TO_SAM and prompt["boxes"] is None and not torch.is_grad_enabled()
+        self._state.update(prompt=prompt, boxes=prompt["boxes"], aside=aside)
+        if self.config.selector in CLICKS_TO_SAM:
+            n = len(prompt["boxes"] if prompt["boxes"] is not None else
+                    prompt["points"][0] if prompt["points"] is not None else prompt["masks"])
+            device = self.backend.device(self.sam)
+            self.last_selected = torch.full((n,), not aside, dtype=torch.bool, device=device)
+            if aside:  # SAM's output: the routing of a prompt that got it (`output_selector.effective_routing`)
+                h, w = self.backend.embedding_size(self.sam)
+                self.last_alpha = torch.tensor([[0.0, 1.0]], device=device).repeat(n, 1)
+                self.last_offsets = torch.zeros(n, h, w, 2, device=device)
+
+    def prompts_with_box(self, with_box: torch.Tensor) -> None:
+        """Stand aside per prompt within a traced call (ONNX export, where the prompt encoder is
+        not called): with_box (B,) bool; prompts without a box get α = (0, 1), which reads the
+        regular features only, i.e. SAM's output. Call inside `engaged()`."""
+        self._state["with_box"] = with_box
 
     def _measure_fit(self, module: nn.Module, args: Tuple, kwargs: Dict) -> None:
         """Before the plugged decoder pass, the same call with the plugins off: the fit of each
@@ -71,8 +92,6 @@ class SecondPasses:
             self.plugins_enabled = True
         keep = choose_plugged(self.backend.decoder_masks(plain)[1], self.backend.decoder_masks(output)[1],
                               self.config.selector_margin)
-        if self.config.selector == "iou-box" and self._state.get("boxes") is None:
-            keep = torch.zeros_like(keep)  # clicks alone: SAM's output
         self.last_selected = keep
         if self.last_alpha is not None and self.last_alpha.shape[0] == keep.shape[0]:
             self.last_alpha, self.last_offsets = effective_routing(self.last_alpha, self.last_offsets, keep)
@@ -107,7 +126,7 @@ class SecondPasses:
             second = module(*args, **kwargs)
         finally:
             self._state["refining"] = False
-            self._state["prompt"], self._state["boxes"] = prompt, prompt["boxes"]
+            self._state.update(prompt=prompt, boxes=prompt["boxes"], aside=False)
         self._merge_routing(kept, rows)
         return put_rows(output, second, rows)
 

@@ -109,7 +109,8 @@ class StableSam(SecondPasses, nn.Module):
 
     @property
     def active(self) -> bool:
-        return self.plugins_enabled and self._engaged > 0
+        """The plugins act on the current decoder call (engaged, on, and not standing aside)."""
+        return self.plugins_enabled and self._engaged > 0 and not self._state.get("aside", False)
 
     def _keep_grid(self, module: nn.Module, args: Tuple, kwargs: Dict) -> None:
         if not self.active:
@@ -161,6 +162,9 @@ class StableSam(SecondPasses, nn.Module):
             alpha = drp(token, self._state.get("fit"))
         else:
             alpha = x.new_full((x.shape[0], 2), 0.5)
+        with_box = self._state.get("with_box")
+        if with_box is not None:  # traced standing aside: α = (0, 1) reads the regular features only
+            alpha = torch.where(with_box[:, None], alpha, torch.tensor([0.0, 1.0], dtype=alpha.dtype, device=alpha.device))
         a1 = alpha[:, :1, None]
         plain = dsp.groups == 1 and not dsp.amplitude
         if torch.is_grad_enabled() or is_tracing() or not plain:  # training, ONNX export, options: out of place

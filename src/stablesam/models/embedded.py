@@ -25,9 +25,9 @@ NAMED_PLUGINS: Dict[str, Tuple[str, str]] = {
                                "loose boxes around one main object: a stronger plugin that falls back to SAM "
                                "where SAM's IoU head prefers SAM's mask, and on clicks alone"),
     "tiny-stable-sam-single": ("tiny_stable_sam_single_plugin.pt",
-                               "photos of one main object (a product, a pet, a salient object): loose boxes and "
-                               "single clicks are decoded again with the box of their own mask; not for "
-                               "cluttered scenes, where it costs several points"),
+                               "photos of one main object (a product, a pet, a salient object): a loose box is "
+                               "decoded again with the box of its own mask; not for cluttered scenes, where it "
+                               "costs several points"),
 }
 EMBEDDED = ("tiny-sam", *NAMED_PLUGINS)  # SPEC heads: the base model, then the base with each plugin
 # Automatic-mask ("segment everything") thresholds calibrated for the embedded tiny SAM, which
