@@ -31,6 +31,19 @@ def decode(model: StableSam, plugins: bool = True, multimask: bool = False):
     return masks, scores, logits, predictor.routing
 
 
+def decode_clicks(model: StableSam, clicks, plugins: bool = True):
+    """(logits, routing) of click prompts: clicks = (coords (n, k, 2), labels (n, k))."""
+    predictor = StableSamPredictor(model)
+    predictor.set_image(IMAGE)
+    model.plugins_enabled = plugins
+    try:
+        logits = predictor.predict_batch(point_coords=clicks[0], point_labels=clicks[1], multimask_output=False,
+                                         return_logits=True)[2]
+        return logits, predictor.routing
+    finally:
+        model.plugins_enabled = True
+
+
 def twin(model: StableSam, config: PluginConfig) -> StableSam:
     """The same SAM and plugin weights under another config (one set of hooks at a time)."""
     model.remove_hooks()
@@ -131,17 +144,10 @@ def test_box_selector_leaves_clicks_alone_to_sam():
     sam = build_small_sam()
     reference = StableSam(sam, PluginConfig())
     perturb_plugins(reference, scale=0.3)
-    clicks = dict(point_coords=np.array([[60.0, 50.0], [100.0, 70.0]]), point_labels=np.array([1, 0]),
-                  multimask_output=False, return_logits=True)
+    clicks = (np.array([[[60.0, 50.0], [100.0, 70.0]]]), np.array([[1, 0]]))  # one prompt of two clicks
 
     def click_logits(model, plugins=True):
-        predictor = StableSamPredictor(model)
-        predictor.set_image(IMAGE)
-        model.plugins_enabled = plugins
-        try:
-            return predictor.predict(**clicks)[2]
-        finally:
-            model.plugins_enabled = True
+        return decode_clicks(model, clicks, plugins)[0]
 
     plain_clicks, plugged_clicks = click_logits(reference, plugins=False), click_logits(reference)
     assert not np.array_equal(plain_clicks, plugged_clicks)
@@ -158,17 +164,10 @@ def test_box_selector_keeps_the_plugin_on_boxes_and_leaves_clicks_alone_to_sam_i
     reference = StableSam(sam, PluginConfig())
     perturb_plugins(reference, scale=0.3)
     plugged_boxes = decode(reference)
-    clicks = dict(point_coords=np.array([[[60.0, 50.0]], [[100.0, 70.0]]]), point_labels=np.array([[1], [1]]),
-                  multimask_output=False, return_logits=True)
+    clicks = (np.array([[[60.0, 50.0]], [[100.0, 70.0]]]), np.array([[1], [1]]))  # two one-click prompts
 
     def click_call(model, plugins=True):
-        predictor = StableSamPredictor(model)
-        predictor.set_image(IMAGE)
-        model.plugins_enabled = plugins
-        try:
-            return predictor.predict_batch(**clicks)[2], predictor.routing
-        finally:
-            model.plugins_enabled = True
+        return decode_clicks(model, clicks, plugins)
 
     plain_clicks, plugged_clicks = click_call(reference, plugins=False)[0], click_call(reference)[0]
     assert not np.array_equal(plain_clicks, plugged_clicks)
