@@ -110,3 +110,32 @@ def test_the_fit_gate_reads_hqs_own_mask(hq, hq_token_only):
         assert torch.allclose(model.last_fit, torch.tensor([[expected.item(), 1.0]]), atol=1e-6)
     finally:
         model.remove_hooks()
+
+
+@pytest.mark.parametrize("hq_token_only", [False, True])
+def test_refinement_decodes_hqs_own_mask_box_again(hq, hq_token_only):
+    from stablesam.modeling import PluginConfig
+
+    _, sam, plain = hq
+    model = StableSam(sam, PluginConfig(refine="box", refine_margin=0.1))
+    pred = StableSamPredictor(model)
+    pred.set_embedding(Embedding(plain.features, plain.input_size, plain.original_size,
+                                 {"interm": [plain.interm_features[0]]}))
+    try:
+        box = torch.as_tensor(plain.transform.apply_boxes(PROMPTS["box"]["box"], plain.original_size)).float()
+        first = plain.predict_torch(None, None, box, multimask_output=False, return_logits=True,
+                                    hq_token_only=hq_token_only)[2]
+        ys, xs = np.nonzero(first[0, 0].numpy() > 0)
+        assert len(xs), "HQ's first mask of the test box is empty"
+        scale = sam.image_encoder.img_size / first.shape[-1]
+        x0, y0, x1, y1 = xs.min() * scale, ys.min() * scale, (xs.max() + 1) * scale, (ys.max() + 1) * scale
+        w, h = x1 - x0, y1 - y0
+        again = torch.tensor([[x0 - 0.1 * w, y0 - 0.1 * h, x1 + 0.1 * w, y1 + 0.1 * h]]).clamp(0, sam.image_encoder.img_size)
+        expected = plain.predict_torch(None, None, again, multimask_output=False, return_logits=True,
+                                       hq_token_only=hq_token_only)[2]
+        got = pred.predict(**PROMPTS["box"], multimask_output=False, return_logits=True, hq_token_only=hq_token_only)[2]
+        assert model.last_refined.tolist() == [True]
+        assert np.abs(got - expected.numpy()[0]).max() < 1e-4  # the untrained plugin is HQ-SAM
+        assert np.abs(first.numpy()[0] - expected.numpy()[0]).max() > 1e-2  # and the second pass differs
+    finally:
+        model.remove_hooks()
