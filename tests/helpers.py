@@ -302,3 +302,25 @@ def leftovers(folder: Path) -> list:
 
 
 FIELDS = {"segmentation", "area", "bbox", "predicted_iou", "point_coords", "stability_score", "crop_box"}
+
+
+class PlainHf:
+    """The reference for `hf:` models (SamModel, Sam2Model, Sam3TrackerModel): the transformers
+    model's own forward on an `Embedding`."""
+
+    def __init__(self, model, emb):
+        self.model, self.emb = model, emb
+        self.transform = get_backend("hf").prompt_transform(model)
+
+    def predict(self, point_coords=None, point_labels=None, box=None, multimask_output=True, return_logits=True):
+        size = self.emb.original_size
+        kwargs = {}
+        if point_coords is not None:
+            kwargs["input_points"] = torch.tensor(self.transform.apply_coords(point_coords, size), dtype=torch.float)[None, None]
+            kwargs["input_labels"] = torch.tensor(point_labels, dtype=torch.int)[None, None]
+        if box is not None:
+            kwargs["input_boxes"] = torch.tensor(self.transform.apply_boxes(box, size), dtype=torch.float)[None]
+        feats = [*self.emb.extras["high_res_feats"], self.emb.features] if self.emb.extras else self.emb.features
+        with torch.no_grad():
+            out = self.model(image_embeddings=feats, multimask_output=multimask_output, **kwargs)
+        return None, out.iou_scores[0, 0].numpy(), out.pred_masks[0, 0].numpy()

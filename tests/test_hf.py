@@ -9,7 +9,8 @@ import torch
 pytest.importorskip("transformers", reason="Hugging Face tests need the [hf] extra (transformers)")
 
 from conftest import build_small_sam, perturb_plugins
-from helpers import PROMPTS, assert_batch_equals_singles, assert_identity, assert_one_step_trains_only_plugins
+from helpers import (PROMPTS, PlainHf, assert_batch_equals_singles, assert_identity,
+                     assert_one_step_trains_only_plugins)
 from stablesam import CheckpointError, StableSam, StableSamPredictor, save_plugin
 from stablesam.backends import Embedding, get_backend
 from stablesam.models.files import attach_plugin
@@ -37,27 +38,6 @@ def hf(request, tmp_path_factory):
                         {"high_res_feats": [torch.randn(1, 32, 256, 256, generator=g),
                                             torch.randn(1, 64, 128, 128, generator=g)]})
     return folder, loaded, emb
-
-
-class PlainHf:
-    """The reference: the transformers model's own forward on the embedding."""
-
-    def __init__(self, model, emb):
-        self.model, self.emb = model, emb
-        self.transform = get_backend("hf").prompt_transform(model)
-
-    def predict(self, point_coords=None, point_labels=None, box=None, multimask_output=True, return_logits=True):
-        size = self.emb.original_size
-        kwargs = {}
-        if point_coords is not None:
-            kwargs["input_points"] = torch.tensor(self.transform.apply_coords(point_coords, size), dtype=torch.float)[None, None]
-            kwargs["input_labels"] = torch.tensor(point_labels, dtype=torch.int)[None, None]
-        if box is not None:
-            kwargs["input_boxes"] = torch.tensor(self.transform.apply_boxes(box, size), dtype=torch.float)[None]
-        feats = [*self.emb.extras["high_res_feats"], self.emb.features] if self.emb.extras else self.emb.features
-        with torch.no_grad():
-            out = self.model(image_embeddings=feats, multimask_output=multimask_output, **kwargs)
-        return None, out.iou_scores[0, 0].numpy(), out.pred_masks[0, 0].numpy()
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from conftest import build_small_sam, perturb_plugins
-from helpers import (PROMPTS, assert_batch_equals_singles, assert_identity, assert_one_step_trains_only_plugins,
-                     one_line_error, run)
+from helpers import (PROMPTS, PlainHf, assert_batch_equals_singles, assert_identity,
+                     assert_one_step_trains_only_plugins, one_line_error, run)
 from stablesam import CheckpointError, StableSam, StableSamPredictor, save_plugin
 from stablesam.backends import Embedding, get_backend
 from stablesam.models.files import attach_plugin
@@ -223,27 +223,6 @@ def hf3(tmp_path_factory):
     loaded = get_backend("hf").load("hf", folder, torch.device("cpu"))
     emb = get_backend("hf").encode(loaded, np.random.default_rng(0).integers(0, 255, SIZE + (3,), dtype=np.uint8))
     return folder, loaded, emb
-
-
-class PlainHf:
-    """The reference: Sam3TrackerModel's own forward on the embedding."""
-
-    def __init__(self, model, emb):
-        self.model, self.emb = model, emb
-        self.transform = get_backend("hf").prompt_transform(model)
-
-    def predict(self, point_coords=None, point_labels=None, box=None, multimask_output=True, return_logits=True):
-        kwargs = {}
-        if point_coords is not None:
-            coords = self.transform.apply_coords(point_coords, SIZE)
-            kwargs["input_points"] = torch.tensor(coords, dtype=torch.float)[None, None]
-            kwargs["input_labels"] = torch.tensor(point_labels, dtype=torch.int)[None, None]
-        if box is not None:
-            kwargs["input_boxes"] = torch.tensor(self.transform.apply_boxes(box, SIZE), dtype=torch.float)[None]
-        with torch.no_grad():
-            out = self.model(image_embeddings=[*self.emb.extras["high_res_feats"], self.emb.features],
-                             multimask_output=multimask_output, **kwargs)
-        return None, out.iou_scores[0, 0].numpy(), out.pred_masks[0, 0].numpy()
 
 
 @pytest.fixture
