@@ -1,5 +1,6 @@
 """StableSamAutomaticMaskGenerator and `stablesam segment --everything`."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -50,14 +51,22 @@ def small_example() -> np.ndarray:
 
 @pytest.mark.slow
 def test_embedded_model():
-    """The real embedded weights: plugins off is SAM's generator; on changes the masks."""
+    """The real embedded weights: plugins off is SAM's generator; the default plugin leaves the
+    grid's clicks to SAM (selector "box"), so its masks are SAM's too; its weights without the
+    selector change them."""
     image = small_example()
     model = build_model(parse_model_spec("tiny-stable-sam"), "cpu").eval()
     options = dict(points_per_side=8, pred_iou_thresh=0.3, stability_score_thresh=0.5)
-    stable = StableSamAutomaticMaskGenerator(model, **options).generate(image)
+    assert model.config.selector == "box"
+    default = StableSamAutomaticMaskGenerator(model, **options).generate(image)
     model.plugins_enabled = False
     plain = StableSamAutomaticMaskGenerator(model, **options).generate(image)
     assert_same_records(plain, SamAutomaticMaskGenerator(model.sam, **options).generate(image))
+    assert_same_records(default, plain)
+    model.remove_hooks()
+    acting = StableSam(model.sam, dataclasses.replace(model.config, selector="none"))
+    acting.load_plugin_state_dict(model.plugin_state_dict())
+    stable = StableSamAutomaticMaskGenerator(acting.eval(), **options).generate(image)
     assert_same_types(stable, plain)
     assert len(stable) != len(plain) or any(
         not np.array_equal(a["segmentation"], b["segmentation"]) for a, b in zip(stable, plain))
