@@ -76,3 +76,14 @@ def test_embedded_loader_verifies_checksums(tmp_path, monkeypatch):
     plugin.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match="does not match the recorded"):
         load_model(device="cpu")
+
+
+@pytest.mark.skipif(not __import__("stablesam.models.embedded").models.embedded.embedded_available(),
+                    reason="the embedded model is not shipped")
+def test_segment_says_when_the_default_plugin_stands_aside(tmp_path, capsys):
+    out = tmp_path / "mask.png"
+    rc, stdout, err = run(capsys, EXAMPLE_IMAGE, "--point", "200,150", "--out", out)
+    assert rc == 0, err
+    assert "stood aside: this is SAM's own mask" in stdout and "alpha = 0.000 (deformed)" in stdout
+    rc, stdout, err = run(capsys, EXAMPLE_IMAGE, "--box", "60,20,380,280", "--out", out, "--force")
+    assert rc == 0 and "stood aside" not in stdout
