@@ -49,6 +49,8 @@ class SecondPasses:
         prompt = self.backend.prompt_inputs(args, kwargs)
         aside = self.config.selector in CLICKS_TO_SAM and prompt["boxes"] is None and not torch.is_grad_enabled()
         self._state.update(prompt=prompt, boxes=prompt["boxes"], aside=aside)
+        if not self._state.get("refining"):
+            self.last_refined = None  # set by this call's refinement, if it runs
         if self.config.selector in CLICKS_TO_SAM:
             n = len(prompt["boxes"] if prompt["boxes"] is not None else
                     prompt["points"][0] if prompt["points"] is not None else prompt["masks"])
