@@ -155,8 +155,7 @@ def run_segment(args: argparse.Namespace) -> int:
         shift = np.abs(predictor.routing["offsets"][0]).mean()
         print(f"routing weights: alpha = {alpha[0, 0]:.3f} (deformed), {alpha[0, 1]:.3f} (regular); "
               f"mean |offset| {shift:.2f} embedding cells")
-    if model.plugins_enabled and model.config.selector in ("box", "iou-box") and model.last_selected is not None \
-            and not model.last_selected[0]:
+    if model.plugins_enabled and model.last_selected is not None and not model.last_selected[0]:
         print("the plugins stood aside: this is SAM's own mask")
     if model.plugins_enabled and model.last_refined is not None and model.last_refined[0]:
         print("refined: decoded again with the widened box of its first mask")

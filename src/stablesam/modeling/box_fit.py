@@ -11,7 +11,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .box_refiner import box_iou, mask_boxes
+from .box_refiner import box_iou, first_mask_boxes, mask_boxes
 
 
 def box_fit(masks: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
@@ -66,10 +66,12 @@ def prompt_fit(masks: torch.Tensor, scores: torch.Tensor, boxes: Optional[torch.
     boxes (B, 4) in the input frame, None when they have none. Returns (B, 2) = (fit, has a box),
     zeros without boxes.
     """
-    best = masks[torch.arange(len(masks)), scores.argmax(dim=1)] > 0  # (B, h, w)
     if boxes is None:
-        return masks.new_zeros((len(best), 2))
-    boxes = boxes.reshape(-1, 4).to(masks.dtype) * (best.shape[-1] / input_size)
-    if len(boxes) != len(best):
-        raise RuntimeError(f"the routing input 'fit' got {len(boxes)} boxes for {len(best)} prompts")
-    return torch.stack([box_fit(best, boxes), torch.ones(len(best), dtype=masks.dtype)], dim=-1)
+        return masks.new_zeros((len(masks), 2))
+    first, nonempty = first_mask_boxes(masks, scores, input_size)
+    boxes = boxes.reshape(-1, 4).to(first.dtype)
+    if len(boxes) != len(first):
+        raise RuntimeError(f"the routing input 'fit' got {len(boxes)} boxes for {len(first)} prompts")
+    fit = box_iou(boxes, first)
+    fit = torch.where(nonempty, fit, torch.zeros_like(fit))
+    return torch.stack([fit, torch.ones_like(fit)], dim=-1).to(masks.dtype)

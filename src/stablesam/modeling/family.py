@@ -114,7 +114,7 @@ class Backend:
     norm_name: str = "norm1"  # layer 2's LayerNorm after self-attention
     attn_kwargs: Tuple[str, str, str] = ("q", "k", "v")  # token-to-image attention's q/k/v names
     encoder_prefix: str = "image_encoder."  # state-dict prefix of the image encoder
-    box_fit_routing: bool = False  # the routing input "fit" works (prompt_boxes / decoder_masks)
+    box_fit_routing: bool = False  # fit, selector and refine work (prompt_inputs / decoder_masks)
     # transformers model_type -> (model class, image processor class) of this family's models
     # that `hf:DIR` loads (the hf family serves them; SAM 3 declares "sam3_tracker")
     hf_models: Dict[str, Tuple[str, str]] = {}
@@ -156,10 +156,6 @@ class Backend:
         """Index of the first of the prompt's sparse tokens (box corners, clicks), which follow
         the output tokens (HQ-SAM's HQ token included: it counts among its mask tokens)."""
         return self.token_positions(model)[2].stop
-
-    def prompt_boxes(self, prompt_encoder: nn.Module, args: Tuple, kwargs: Dict) -> Optional[torch.Tensor]:
-        """The box prompts (B, 4) of a call to the prompt encoder (input frame), None without."""
-        return self.prompt_inputs(args, kwargs)["boxes"]
 
     def prompt_inputs(self, args: Tuple, kwargs: Dict) -> Dict[str, Any]:
         """A call to the prompt encoder as keyword arguments: points ((B, k, 2), (B, k)) or None,

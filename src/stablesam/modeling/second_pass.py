@@ -48,7 +48,7 @@ class SecondPasses:
             return
         prompt = self.backend.prompt_inputs(args, kwargs)
         aside = self.config.selector in CLICKS_TO_SAM and prompt["boxes"] is None and not torch.is_grad_enabled()
-        self._state.update(prompt=prompt, boxes=prompt["boxes"], aside=aside)
+        self._state.update(prompt=prompt, aside=aside)
         if not self._state.get("refining"):
             self.last_refined = None  # set by this call's refinement, if it runs
         if self.config.selector in CLICKS_TO_SAM:
@@ -78,7 +78,8 @@ class SecondPasses:
                 masks, scores = self.backend.decoder_masks(module(*args, **kwargs))
         finally:
             self.plugins_enabled = True
-        fit = prompt_fit(masks, scores, self._state.get("boxes"), self.backend.image_size(self.sam))
+        boxes = (self._state.get("prompt") or {}).get("boxes")
+        fit = prompt_fit(masks, scores, boxes, self.backend.image_size(self.sam))
         self._state["fit"] = self.last_fit = fit
 
     def _select_output(self, module: nn.Module, args: Tuple, kwargs: Dict, output: Any) -> Any:
@@ -128,7 +129,7 @@ class SecondPasses:
             second = module(*args, **kwargs)
         finally:
             self._state["refining"] = False
-            self._state.update(prompt=prompt, boxes=prompt["boxes"], aside=False)
+            self._state.update(prompt=prompt, aside=False)
         self._merge_routing(kept, rows)
         return put_rows(output, second, rows)
 
