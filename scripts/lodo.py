@@ -87,7 +87,7 @@ def fold_name(spec: str, data_root: Optional[str]) -> str:
 
 def parse_derived(text: str, variants: List[tuple]) -> tuple:
     """'NAME=VARIANT:OPT=V,OPT=V' -> (NAME, VARIANT, {option: value}); VARIANT must train a plugin."""
-    from set_plugin_options import parse_options
+    from set_plugin_options import config_options, parse_options
     from stablesam.modeling import PluginConfig
 
     name, sep, rest = text.partition("=")
@@ -98,7 +98,7 @@ def parse_derived(text: str, variants: List[tuple]) -> tuple:
                         f"the plugin --variants {plugin_variants}")
     try:
         changes = parse_options(o for o in options.split(",") if o)
-        PluginConfig(**{k: v for k, v in changes.items() if k != "weights"})  # the values' own checks, first
+        PluginConfig(**config_options(changes))  # the values' own checks, before any work
         return name.strip(), source, changes
     except ValueError as e:
         raise LodoError(f"--derived {name}: {e}") from None

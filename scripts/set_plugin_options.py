@@ -40,13 +40,17 @@ def parse_options(items) -> dict:
     return changes
 
 
+def config_options(changes: dict) -> dict:
+    """The PluginConfig fields among `changes` (all but `weights`)."""
+    return {k: v for k, v in changes.items() if k != "weights"}
+
+
 def set_options(source, target, changes: dict) -> None:
     """Write `target`: the plugin file `source` with the config options `changes`."""
     if Path(target).resolve() == Path(source).resolve():
         raise ValueError("the target must be another file")
     plugin = read_plugin(source)
-    options = {k: v for k, v in changes.items() if k != "weights"}
-    config = dataclasses.replace(plugin["config"], **options)
+    config = dataclasses.replace(plugin["config"], **config_options(changes))
     meta = {**plugin["meta"], "options_set": {**plugin["meta"].get("options_set", {}), **changes}}
     state = plugin["state_dict"]
     if changes.get("weights") == "untrained":
@@ -58,15 +62,11 @@ def untrained_state(config) -> dict:
     """The weights of a fresh plugin of `config` (seed 0): with them Stable-SAM computes SAM."""
     import torch
 
-    from stablesam.modeling.stable_sam import build_plugin_pair
+    from stablesam.modeling.stable_sam import build_plugins
 
     torch.manual_seed(0)
-    state = {}
-    for site in ("layer2",) + tuple(config.extra_sites):
-        suffix = "" if site == "layer2" else f"_{site}"
-        for name, module in zip(("dsp", "drp"), build_plugin_pair(config)):
-            state.update({f"{name}{suffix}.{k}": v.detach().clone() for k, v in module.state_dict().items()})
-    return state
+    return {f"{name}.{k}": v.detach().clone() for name, module in build_plugins(config).items()
+            for k, v in module.state_dict().items()}
 
 
 def main() -> int:

@@ -26,6 +26,16 @@ def build_plugin_pair(c: PluginConfig) -> Tuple[DeformableSamplingPlugin, Dynami
                                      c.fit_gate if c.reads_fit else None)
 
 
+def build_plugins(c: PluginConfig) -> Dict[str, nn.Module]:
+    """Every site's DSP and DRP by module name: the paper's site, layer 2's token-to-image
+    attention ("dsp", "drp"), and a pair per site of `c.extra_sites` ("dsp_layer1", "drp_final", ...)."""
+    plugins: Dict[str, nn.Module] = {}
+    for site in ("layer2",) + tuple(c.extra_sites):
+        suffix = "" if site == "layer2" else f"_{site}"
+        plugins["dsp" + suffix], plugins["drp" + suffix] = build_plugin_pair(c)
+    return plugins
+
+
 class StableSam(SecondPasses, nn.Module):
     """Wraps a SAM without copying or editing its code: Meta's `segment_anything` Sam, an
     HQ-SAM, a SAM 2 / 2.1 (`SAM2Base`) or a Hugging Face `SamModel` / `Sam2Model`; the family's
@@ -62,14 +72,8 @@ class StableSam(SecondPasses, nn.Module):
                 raise ValueError(f"{name} is not available for {self.backend.title} models (SAM 1 and HQ-SAM only)")
         self.sam = sam
         self.sam.requires_grad_(False)
-        c = self.config
-        # The paper's site: layer 2's token-to-image attention ("dsp", "drp"); extra sites of
-        # config.extra_sites get their own pair ("dsp_layer1", "drp_final", ...).
-        for site in ("layer2",) + tuple(c.extra_sites):
-            suffix = "" if site == "layer2" else f"_{site}"
-            dsp, drp = build_plugin_pair(c)
-            self.add_module("dsp" + suffix, dsp)
-            self.add_module("drp" + suffix, drp)
+        for name, module in build_plugins(self.config).items():
+            self.add_module(name, module)
         self.plugins_enabled = True
         self.last_alpha: Optional[torch.Tensor] = None  # (B, 2) of the last engaged call
         self.last_offsets: Optional[torch.Tensor] = None  # (B, h, w, 2), grid cells
